@@ -1,0 +1,166 @@
+"""`contrafeat discover` (train directions, resumable) and `contrafeat traverse` (pictures and report of a run)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from contrafeat.commands.common import add_command
+from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
+from contrafeat.discovery.directions import Directions, load_directions
+from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
+from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer
+from contrafeat.errors import UserError
+from contrafeat.evaluation.true_edits import comparison_table, has_true_edits, per_direction_table
+from contrafeat.features import build_sensor
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.zoo import load_generator
+from contrafeat.viz.attention import write_attention_heatmap
+from contrafeat.viz.images import save_image_grid
+from contrafeat.viz.report import write_report
+from contrafeat.viz.traversal import write_traversals
+
+PCA_CACHE = Path.home() / ".cache" / "contrafeat" / "pca"
+RESUME_OVERRIDABLE = ("steps", "checkpoint_every", "log_every", "device")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    discover = add_command(subparsers, "discover", "Learn K semantic directions with layer attention (default: the shapes3d world).")
+    discover.add_argument("--preset", default="shapes3d", choices=sorted(PRESETS), help="hyper-parameter preset")
+    discover.add_argument("--config", type=Path, default=None, help="YAML file of option values (applied over the preset)")
+    discover.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
+    discover.add_argument("--resume", type=Path, default=None, help="continue the run in this folder where it stopped")
+    discover.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for spec in config_fields():
+        _add_config_option(discover, spec)
+    discover.set_defaults(handler=run_discover)
+
+    traverse = add_command(subparsers, "traverse", "Write traversal grids, the attention heat-map and report.html of a run.")
+    traverse.add_argument("run", type=Path, help="run folder written by `contrafeat discover`")
+    traverse.add_argument("--checkpoint", default=None, help="generator (default: the one the run was trained on)")
+    traverse.add_argument("--samples", type=int, default=4, help="rows of each grid")
+    traverse.add_argument("--frames", type=int, default=7, help="columns of each grid")
+    traverse.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
+    traverse.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    traverse.set_defaults(handler=run_traverse)
+
+
+def _add_config_option(parser: argparse.ArgumentParser, spec) -> None:
+    """--option-name for a DiscoveryConfig field; the help states each preset's value."""
+    defaults = ", ".join(f"{name}: {values.get(spec.name, spec.default)}" for name, values in PRESETS.items())
+    help_text = f"{spec.metadata['help']} (preset default {defaults})"
+    flag = "--" + spec.name.replace("_", "-")
+    if spec.type in (bool, "bool"):
+        parser.add_argument(flag, dest=spec.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(spec.type), str)
+    parser.add_argument(flag, dest=spec.name, type=kind, default=None, help=help_text)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {spec.name: getattr(args, spec.name) for spec in config_fields()}
+
+
+def _prepare_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
+    """The config and run folder: a new run, or an existing one to resume (only some options may change)."""
+    overrides = _overrides(args)
+    if args.resume is None:
+        config = build_config(args.preset, args.config, overrides)
+        run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        if (run_dir / CHECKPOINT_FILE).exists():
+            raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        return config, run_dir, False
+    run_dir = args.resume
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
+        raise UserError(f"--resume {run_dir}: expected a run folder with config.yaml and {CHECKPOINT_FILE}")
+    config = load_config(run_dir / "config.yaml")
+    changed = [name for name, value in overrides.items() if value is not None and name not in RESUME_OVERRIDABLE and value != getattr(config, name)]
+    if changed:
+        raise UserError(f"--resume: {', '.join(changed)} cannot change in a resumed run (only {', '.join(RESUME_OVERRIDABLE)} can)")
+    for name in RESUME_OVERRIDABLE:
+        if overrides[name] is not None:
+            setattr(config, name, overrides[name])
+    config.validate()
+    save_config(config, run_dir / "config.yaml")
+    return config, run_dir, True
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    config, run_dir, resuming = _prepare_run(args)
+    progress = not args.no_progress
+    print(f"run folder: {run_dir}", file=sys.stderr)
+    generator = load_generator(config.checkpoint, device=config.device)
+    sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size).to(config.device)
+    pca = load_or_compute_pca(generator, PCA_CACHE, config.pca_samples, seed=0, progress=progress)
+    pca.save(run_dir / "pca.safetensors")
+    trainer = Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir)
+    if resuming:
+        trainer.load_checkpoint()
+        print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
+    trainer.run(progress=progress)
+    directions = trainer.directions()
+    directions.save(run_dir)
+    prototypes = getattr(trainer.objective, "prototypes", None)
+    if prototypes is not None:
+        with torch.no_grad():
+            save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(directions.count, 10))
+    publish(run_dir, generator, directions, pca, progress=progress)
+    return 0
+
+
+def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, progress: bool = True, **traversal_options) -> None:
+    """Traversal grids, attention heat-map, the ground-truth table where one exists, and report.html."""
+    write_traversals(generator, directions, run_dir / "traversals", **traversal_options)
+    write_attention_heatmap(directions, run_dir / "attention.png")
+    tables = []
+    if has_true_edits(generator):
+        names = list(generator.factor_names)
+        per_direction = per_direction_table(directions, generator, names)
+        comparison = comparison_table(generator, directions, pca)
+        tables = [("directions judged with the true edits", per_direction), ("against plain PCA and random directions", comparison)]
+        if progress:
+            for caption, rows in tables:
+                print_table(caption, rows)
+    report = write_report(run_dir, tables, title=f"contrafeat: {directions.method} on {run_dir.name}")
+    print(f"report: {report}", file=sys.stderr)
+
+
+def print_table(caption: str, rows: list[dict]) -> None:
+    """A fixed-width text table on stdout."""
+    keys = list(rows[0])
+    cells = [[f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys] for row in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print(f"\n{caption}")
+    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
+    for cell_row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(cell_row, widths)))
+
+
+def run_traverse(args: argparse.Namespace) -> int:
+    run_dir = args.run
+    directions = load_directions(run_dir)
+    config_path = run_dir / "config.yaml"
+    checkpoint = args.checkpoint or (load_config(config_path).checkpoint if config_path.is_file() else None)
+    if checkpoint is None:
+        raise UserError(f"{run_dir}: no config.yaml to tell the generator; pass --checkpoint")
+    generator = load_generator(checkpoint)
+    directions.check_compatible(generator)
+    pca_path = run_dir / "pca.safetensors"
+    pca = PCABasis.load(pca_path) if pca_path.is_file() else load_or_compute_pca(generator, PCA_CACHE, 1_000_000)
+    publish(
+        run_dir,
+        generator,
+        directions,
+        pca,
+        num_samples=args.samples,
+        num_steps=args.frames,
+        seed=args.seed,
+        step_multiplier=args.step_multiplier,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Data: the procedural 3DShapes world."""

@@ -1,0 +1,1 @@
+"""Direction discovery: informative subspace, navigator, contrastive losses, trainer, methods."""

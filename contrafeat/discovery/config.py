@@ -1,0 +1,137 @@
+"""Discovery hyper-parameters: presets, YAML files and command-line overrides, in that order."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contrafeat.errors import UserError
+
+METHODS = ("contra-bi", "contra-pt")
+
+
+@dataclass
+class DiscoveryConfig:
+    """Everything a discovery run depends on; saved as config.yaml in the run folder."""
+
+    checkpoint: str = field(default="shapes3d", metadata={"help": "generator: zoo name or checkpoint path"})
+    method: str = field(default="contra-pt", metadata={"help": f"training objective, one of {', '.join(METHODS)}"})
+    num_directions: int = field(default=10, metadata={"help": "K, the number of directions learned"})
+    subspace_dim: int = field(default=20, metadata={"help": "k, the number of top PCs of W the directions live in"})
+    attention: str = field(default="softmax", metadata={"help": "layer attention: softmax (learned) or none (uniform)"})
+    mask: str = field(default="l2", metadata={"help": "spatial focus of the contrast: l2, none (No-Foc) or pooled"})
+    cos_mode: str = field(default="squared", metadata={"help": "cosine form in the similarity: squared or abs"})
+    diversity_weight: float = field(default=0.1, metadata={"help": "lambda_div, weight of the diversity sum"})
+    lr: float = field(default=0.05, metadata={"help": "Adam learning rate"})
+    beta1: float = field(default=0.0, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.99, metadata={"help": "Adam beta2"})
+    batch_size: int = field(default=10, metadata={"help": "codes per step (Bi renders 2.5x, Pt 2x this many images)"})
+    steps: int = field(default=600, metadata={"help": "training steps"})
+    step_scale: float = field(default=1.0, metadata={"help": "edit strengths are drawn from U(-1, 1) times this"})
+    style_mix: bool = field(default=True, metadata={"help": "start codes mix two z: layers [0, L/2) and [L/2, L)"})
+    truncation: float = field(default=1.0, metadata={"help": "truncation psi of the training codes"})
+    noise_mode: str = field(default="random", metadata={"help": "generator noise while training: random, const or none"})
+    sensor: str = field(default="mobilenet_v2", metadata={"help": "feature extractor (see `contrafeat sensors`)"})
+    sensor_weights: str | None = field(default=None, metadata={"help": "path of the sensor's weight file"})
+    sensor_input_size: int | None = field(default=None, metadata={"help": "resize images to this size for the sensor"})
+    pca_samples: int = field(default=1_000_000, metadata={"help": "mapped samples for the PCA of W"})
+    seed: int = field(default=0, metadata={"help": "seed of every random draw"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between atomic checkpoints"})
+    log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+
+    def validate(self) -> None:
+        """Reject values no run can use, naming the option."""
+        choices = {
+            "method": METHODS,
+            "attention": ("softmax", "none"),
+            "mask": ("l2", "none", "pooled"),
+            "cos_mode": ("squared", "abs"),
+            "noise_mode": ("random", "const", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{_flag(name)} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        for name in ("num_directions", "subspace_dim", "batch_size", "steps", "pca_samples", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{_flag(name)} {getattr(self, name)}: expected a positive integer")
+        if self.method == "contra-bi" and (self.batch_size < 2 or self.batch_size % 2):
+            raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
+        if self.num_directions < 2:
+            raise UserError("--num-directions: the contrast needs at least 2 directions")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "shapes3d": {},
+    "ffhq": {
+        "checkpoint": "ffhq.pkl",
+        "num_directions": 30,
+        "subspace_dim": 100,
+        "batch_size": 10,
+        "steps": 20_000,
+        "sensor": "alexnet",
+        "checkpoint_every": 500,
+    },
+}
+"""Values that differ from the dataclass defaults (the shapes3d preset). ffhq is the authors' FFHQ-512 setting."""
+
+METHOD_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ffhq", "contra-bi"): {"batch_size": 12, "steps": 16_667},
+}
+"""Per-method adjustments of a preset (the authors ran Bi with batch 12: 200k codes = 16.7k steps)."""
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return list(fields(DiscoveryConfig))
+
+
+def build_config(preset: str = "shapes3d", yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> DiscoveryConfig:
+    """Preset values, then a YAML file's, then explicit overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    from_yaml = _read_yaml(yaml_path) if yaml_path is not None else {}
+    explicit = {key: value for key, value in (overrides or {}).items() if value is not None}
+    method = explicit.get("method", from_yaml.get("method", PRESETS[preset].get("method", DiscoveryConfig.method)))
+    values = {**PRESETS[preset], **METHOD_PRESETS.get((preset, method), {}), **from_yaml, **explicit}
+    config = DiscoveryConfig(**values)
+    config.validate()
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"--config {path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path}: expected a mapping of option names to values")
+    known = {f.name for f in config_fields()}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"--config {path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def save_config(config: DiscoveryConfig, path: Path) -> None:
+    from contrafeat.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def load_config(path: Path) -> DiscoveryConfig:
+    """Read a run's config.yaml back (used by --resume)."""
+    config = DiscoveryConfig(**_read_yaml(path))
+    config.validate()
+    return config

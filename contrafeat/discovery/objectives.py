@@ -1,0 +1,82 @@
+"""Training objectives on a navigator: each renders what it needs, compares features, returns loss terms."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices
+from contrafeat.discovery.navigator import Navigator
+from contrafeat.gan.interface import GeneratorLike
+
+
+class FeatureSource:
+    """Sensor features of rendered W+ codes or of given images (kept out of the objectives' state)."""
+
+    def __init__(self, generator: GeneratorLike, sensor: nn.Module, noise_mode: str) -> None:
+        self.generator, self.sensor, self.noise_mode = generator, sensor, noise_mode
+
+    def of_codes(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """Features of the images rendered from W+ codes [B, L, C], with the training noise mode."""
+        return self.sensor(self.generator.synthesis(ws, noise_mode=self.noise_mode))
+
+    def of_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Features of images [B, 3, H, W] in [-1, 1]."""
+        return self.sensor(images)
+
+
+class Objective(nn.Module):
+    """A loss on top of the navigator; its own parameters (prototypes, a reconstructor) train alongside."""
+
+    images_per_code: float = 1.0
+
+    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class ContrastBi(Objective):
+    """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
+
+    images_per_code = 2.5
+
+    def __init__(self, step_scale: float, mask: str, cos_mode: str) -> None:
+        super().__init__()
+        self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
+
+    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        half = ws.shape[0] // 2
+        w1, w2 = ws[:half], ws[half : 2 * half]
+        i, j, s, s_negative = sample_bi_indices(navigator.num_directions, half, rng, self.step_scale)
+        i, j, s, s_negative = (t.to(ws.device) for t in (i, j, s, s_negative))
+        with torch.no_grad():
+            base = features.of_codes(torch.cat([w1, w2]))
+        edited = features.of_codes(torch.cat([navigator.apply(w1, i, s), navigator.apply(w2, i, s), navigator.apply(w2, j, s_negative)]))
+        base1 = [f[:half] for f in base]
+        base2 = [f[half:] for f in base]
+        query = feature_changes([f[:half] for f in edited], base1)
+        positive = feature_changes([f[half : 2 * half] for f in edited], base2)
+        negative = feature_changes([f[2 * half :] for f in edited], base2)
+        return {"contrast": bi_loss(query, positive, negative, mask_mode=self.mask, cos_mode=self.cos_mode)}
+
+
+class ContrastPt(Objective):
+    """The prototype contrast: each direction's change matches its own learned RGB pattern (2 B renders)."""
+
+    images_per_code = 2.0
+
+    def __init__(
+        self, num_directions: int, resolution: int, step_scale: float, mask: str, cos_mode: str, seed: int
+    ) -> None:
+        super().__init__()
+        self.prototypes = Prototypes(num_directions, resolution, seed=seed)
+        self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
+
+    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = ws.shape[0]
+        query = torch.randint(navigator.num_directions, (batch,), generator=rng).to(ws.device)
+        strength = ((torch.rand(batch, generator=rng) * 2 - 1) * self.step_scale).to(ws.device)
+        mirror = bool(torch.rand((), generator=rng) < 0.5)
+        edited = features.of_codes(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
+        change = feature_changes([f[:batch] for f in edited], [f[batch:] for f in edited])
+        prototype_features = features.of_images(self.prototypes.patterns(mirror))
+        loss = pt_loss(change, prototype_features, query, mask_mode=self.mask, cos_mode=self.cos_mode)
+        return {"contrast": loss}

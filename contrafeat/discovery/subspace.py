@@ -1,0 +1,156 @@
+"""Informative subspaces of W: the PCA of mapped samples (cached per generator) and SeFa's closed form."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from contrafeat.errors import UserError
+from contrafeat.gan.identity import generator_identity
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.io_utils import atomic_replace
+
+TENSOR_NAMES = ("w_avg", "basis", "eigenvalues", "stds")
+
+
+@dataclass
+class PCABasis:
+    """PCA of W: mean, principal axes as columns (decreasing eigenvalue), eigenvalues and per-PC stds."""
+
+    w_avg: torch.Tensor
+    basis: torch.Tensor
+    eigenvalues: torch.Tensor
+    stds: torch.Tensor
+    num_samples: int
+    generator_id: str
+
+    def save(self, path: Path) -> None:
+        """Write a safetensors file (tensors + num_samples and generator_id as metadata), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: getattr(self, name).detach().cpu().contiguous() for name in TENSOR_NAMES}
+        metadata = {"num_samples": str(self.num_samples), "generator_id": self.generator_id}
+        temporary = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(temporary), metadata=metadata)
+        atomic_replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: Path) -> PCABasis:
+        """Read a file written by `save`; a missing or malformed file is a UserError naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such PCA file")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                tensors = {name: handle.get_tensor(name) for name in TENSOR_NAMES}
+            return cls(**tensors, num_samples=int(metadata["num_samples"]), generator_id=metadata["generator_id"])
+        except (SafetensorError, KeyError, ValueError, OSError) as error:
+            raise UserError(
+                f"{path}: not a PCA file written by contrafeat (expected tensors {', '.join(TENSOR_NAMES)} "
+                f"and metadata num_samples, generator_id; {error})"
+            ) from error
+
+
+def orient_columns(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its entry of largest magnitude is positive (a deterministic sign)."""
+    largest = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors.gather(0, largest[None, :]))
+    return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def sorted_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (decreasing) and oriented eigenvectors (columns) of a symmetric matrix."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
+    return eigenvalues.flip(0), orient_columns(eigenvectors.flip(1))
+
+
+@torch.no_grad()
+def compute_pca(
+    generator: GeneratorLike,
+    num_samples: int = 1_000_000,
+    batch_size: int = 10_000,
+    seed: int = 0,
+    progress: bool = True,
+) -> PCABasis:
+    """PCA of w = mapping(z), z ~ N(0, I), truncation 1: streaming float64 mean and covariance (ddof 1).
+
+    Batches are merged with Chan's pairwise update, so the result does not suffer from the
+    cancellation of a raw sum of squares. The samples are fixed by `seed` (and `batch_size`).
+    """
+    if num_samples < 2:
+        raise UserError(f"PCA samples {num_samples}: expected at least 2")
+    rng = torch.Generator().manual_seed(seed)
+    device = generator.w_avg.device
+    count, mean, scatter = 0, None, None
+    with tqdm(total=num_samples, disable=not progress, desc="PCA of W", unit="w", unit_scale=True) as bar:
+        while count < num_samples:
+            size = min(batch_size, num_samples - count)
+            z = torch.randn(size, generator.z_dim, generator=rng).to(device)
+            w = generator.mapping(z, truncation_psi=1.0).to(torch.float64)
+            batch_mean = w.mean(dim=0)
+            centred = w - batch_mean
+            batch_scatter = centred.T @ centred
+            if mean is None:
+                mean, scatter = batch_mean, batch_scatter
+            else:
+                delta = batch_mean - mean
+                total = count + size
+                mean = mean + delta * (size / total)
+                scatter = scatter + batch_scatter + torch.outer(delta, delta) * (count * size / total)
+            count += size
+            bar.update(size)
+    covariance = scatter / (count - 1)
+    eigenvalues, basis = sorted_eigh((covariance + covariance.T) / 2)
+    return PCABasis(
+        w_avg=mean.cpu(),
+        basis=basis.cpu(),
+        eigenvalues=eigenvalues.cpu(),
+        stds=eigenvalues.clamp_min(0).sqrt().cpu(),
+        num_samples=count,
+        generator_id=generator_identity(generator),
+    )
+
+
+def pca_cache_path(cache_dir: Path, generator_id: str, num_samples: int, seed: int) -> Path:
+    """Where the PCA of one generator, sample count and seed is cached."""
+    return Path(cache_dir) / f"pca-{generator_id}-n{num_samples}-seed{seed}.safetensors"
+
+
+def load_or_compute_pca(
+    generator: GeneratorLike,
+    cache_dir: Path,
+    num_samples: int = 1_000_000,
+    seed: int = 0,
+    batch_size: int = 10_000,
+    progress: bool = True,
+) -> PCABasis:
+    """The cached PCA for this generator (by identity), sample count and seed; computed and cached on a miss."""
+    generator_id = generator_identity(generator)
+    path = pca_cache_path(cache_dir, generator_id, num_samples, seed)
+    if path.is_file():
+        return PCABasis.load(path)
+    pca = compute_pca(generator, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress)
+    pca.save(path)
+    return pca
+
+
+def sefa_basis(generator: GeneratorLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """SeFa's closed-form directions [C, C] (columns, decreasing eigenvalue) and the eigenvalues [C].
+
+    A stacks every style-affine matrix [C_l, w_dim] of the synthesis layers along the rows; each row
+    (one output channel's weight vector over W) is scaled to unit L2 norm, which is genforce/sefa's
+    `weight / norm(weight, axis=0)` on its transposed [w_dim, C_l] layout; the directions are the
+    eigenvectors of A^T A [w_dim, w_dim], oriented like the PCA axes.
+    """
+    weights = [weight.detach().to(torch.float64).cpu() for weight in generator.style_affine_weights()]
+    if not weights:
+        raise UserError("SeFa: the generator reports no style-affine weights")
+    stacked = torch.cat(weights, dim=0)
+    stacked = stacked / stacked.norm(dim=1, keepdim=True)
+    eigenvalues, directions = sorted_eigh(stacked.T @ stacked)
+    return directions, eigenvalues

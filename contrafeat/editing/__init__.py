@@ -1,0 +1,1 @@
+"""Real-image projection into W+ and editing with Directions artefacts."""

@@ -1,0 +1,1 @@
+"""Evaluation of discovered directions: attribute scores, paired data, group VAE, disentanglement metrics."""

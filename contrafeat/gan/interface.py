@@ -1,0 +1,27 @@
+"""The generator interface every part of the project relies on (StyleGAN2 and shapes3d alike)."""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class GeneratorLike(Protocol):
+    """A StyleGAN2-style generator: z -> w (mapping), W+ codes [B, num_ws, w_dim] -> images in [-1, 1]."""
+
+    z_dim: int
+    w_dim: int
+    num_ws: int
+    img_resolution: int
+    img_channels: int
+    w_avg: torch.Tensor
+    discriminator: torch.nn.Module | None
+
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """Map latents z [B, z_dim] to w [B, w_dim], lerped towards w_avg by truncation_psi."""
+        ...
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """Render W+ codes [B, num_ws, w_dim] to images [B, img_channels, R, R] in about [-1, 1]."""
+        ...

@@ -1,0 +1,143 @@
+"""A ground-truth generator with the StyleGAN2 interface over the procedural 3DShapes world.
+
+Built from a seed, with no training: a fixed random mapping network z -> w, and each of the six factors read
+from its own band of W+ layers through a fixed unit readout vector lying in the top principal components
+of W. Three pairs of factors share a readout vector but read disjoint layer bands, so an edit applied to
+every layer moves both factors of a pair and only the choice of layers separates them. Factors whose
+bands overlap read orthogonal vectors, so every factor has an exact edit that moves it alone
+(`true_edits`), the answer key for evaluation. The synthesis renders the factors with the differentiable
+renderer of `contrafeat.data.shapes3d_renderer`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from contrafeat.data.shapes3d_renderer import render
+
+Z_DIM = 64
+W_DIM = 64
+NUM_WS = 10
+MAPPING_LAYERS = 4
+STATISTICS_SAMPLES = 100_000
+"""Mapped samples behind w_avg, the covariance of W and its principal components."""
+READOUT_SUBSPACE = 20
+"""The readout vectors are random combinations of this many top principal components of W."""
+FACTOR_BANDS = ((8, 9), (7, 8), (4, 5, 6), (3, 4), (0, 1), (0, 1, 2))
+"""W+ layers read by floor_hue, wall_hue, object_hue, scale, shape and orientation."""
+FACTOR_READOUT = (2, 1, 0, 2, 0, 1)
+"""Which of the three readout vectors each factor uses: shape & object hue, orientation & wall hue, scale & floor hue share one."""
+HUE_OFFSETS = (0.1, 0.55, 0.85)
+"""Added to the floor, wall and object hues so that the average code shows three different colours."""
+SHAPE_STEP_WIDTH = 0.03
+"""The shape coordinate is a soft staircase of the standardised level: sigmoid steps of this width at 1/4, 1/2, 3/4,
+so each of the four shapes gets a quarter of W and in-between blends are rare, yet the slope is never zero."""
+
+
+class ShapesGenerator(nn.Module):
+    """z [B, 64] -> w [B, 64] -> W+ [B, 10, 64] -> factors [B, 6] -> image [B, 3, R, R] in [-1, 1]."""
+
+    def __init__(self, seed: int = 0, img_resolution: int = 64, supersample: int = 1, trace_steps: int = 24) -> None:
+        super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = Z_DIM, W_DIM, NUM_WS
+        self.img_resolution, self.img_channels = img_resolution, 3
+        self.supersample, self.trace_steps = supersample, trace_steps
+        self.discriminator: nn.Module | None = None
+        self.config = {
+            "kind": "shapes3d",
+            "seed": seed,
+            "z_dim": Z_DIM,
+            "w_dim": W_DIM,
+            "num_ws": NUM_WS,
+            "img_resolution": img_resolution,
+            "img_channels": 3,
+            "supersample": supersample,
+            "trace_steps": trace_steps,
+        }
+        rng = torch.Generator().manual_seed(seed)
+        gain = math.sqrt(2.0 / (1.0 + 0.2**2))
+        self.register_buffer("mapping_weights", torch.randn(MAPPING_LAYERS, W_DIM, W_DIM, generator=rng) * gain / math.sqrt(W_DIM))
+        self.register_buffer("mapping_biases", torch.randn(MAPPING_LAYERS, W_DIM, generator=rng) * 0.2)
+        self.register_buffer("output_gain", torch.ones(()))
+        samples = self._map(torch.randn(STATISTICS_SAMPLES, Z_DIM, generator=rng)).double()
+        self.output_gain.fill_(1.0 / float(samples.var(0).mean().sqrt()))
+        samples = samples * float(self.output_gain)
+        covariance = torch.cov(samples.T)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        top = eigenvectors[:, eigenvalues.argsort(descending=True)[:READOUT_SUBSPACE]]
+        mixed = top @ (top.T @ torch.randn(W_DIM, 3, generator=rng).double())
+        readouts, triangle = torch.linalg.qr(mixed)
+        readouts = (readouts * torch.sign(torch.diagonal(triangle))).T
+        spreads = torch.einsum("kc,cd,kd->k", readouts, covariance, readouts).sqrt()
+        bands = torch.zeros(6, NUM_WS, dtype=torch.float64)
+        for factor, layers in enumerate(FACTOR_BANDS):
+            bands[factor, list(layers)] = 1.0 / len(layers)
+        self.register_buffer("w_avg", samples.mean(0).float())
+        self.register_buffer("readouts", readouts[list(FACTOR_READOUT)].float())
+        self.register_buffer("readout_spreads", spreads[list(FACTOR_READOUT)].float())
+        self.register_buffer("band_weights", bands.float())
+
+    def _map(self, z: torch.Tensor) -> torch.Tensor:
+        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        for weight, bias in zip(self.mapping_weights, self.mapping_biases):
+            x = nn.functional.leaky_relu(x @ weight.T + bias, 0.2)
+        return x * self.output_gain
+
+    def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """z [B, z_dim] -> w [B, w_dim]: pixel norm, 4 leaky-ReLU layers, then truncation towards w_avg."""
+        w = self._map(z)
+        return self.w_avg.lerp(w, truncation_psi) if truncation_psi != 1 else w
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
+        """w [B, w_dim] -> the same code on every layer [B, num_ws, w_dim]."""
+        return w[:, None, :].repeat(1, self.num_ws, 1)
+
+    def truncate(self, ws: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
+        """Lerp W+ codes towards w_avg by psi on the layers below `cutoff` (all layers when None)."""
+        if psi == 1:
+            return ws
+        layers = self.num_ws if cutoff is None else cutoff
+        truncated = ws.clone()
+        truncated[:, :layers] = self.w_avg.lerp(ws[:, :layers], psi)
+        return truncated
+
+    def factors(self, ws: torch.Tensor) -> torch.Tensor:
+        """W+ codes [B, num_ws, w_dim] -> factor values [B, 6]: floor, wall, object hue, scale, shape, orientation."""
+        band_means = torch.einsum("blc,fl->bfc", ws - self.w_avg, self.band_weights)
+        standard = torch.einsum("bfc,fc->bf", band_means, self.readouts) / self.readout_spreads
+        level = 0.5 * (1.0 + torch.erf(standard / math.sqrt(2.0)))
+        hues = torch.remainder(level[:, :3] + level.new_tensor(HUE_OFFSETS), 1.0)
+        steps = level.new_tensor([0.25, 0.5, 0.75])
+        shape = torch.sigmoid((level[:, 4:5] - steps) / SHAPE_STEP_WIDTH).sum(dim=1)
+        scale = 0.75 + 0.5 * level[:, 3]
+        orientation = 60.0 * level[:, 5] - 30.0
+        return torch.cat([hues, torch.stack([scale, shape, orientation], dim=1)], dim=1)
+
+    def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+        """W+ codes [B, num_ws, w_dim] -> images [B, 3, R, R] in [-1, 1].
+
+        The world has no per-pixel noise: `noise_mode` is accepted for the StyleGAN2 interface and ignored.
+        """
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws: expected shape [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        images = render(self.factors(ws), self.img_resolution, self.supersample, self.trace_steps)
+        return images * 2.0 - 1.0
+
+    def forward(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None, noise_mode: str = "const"
+    ) -> torch.Tensor:
+        ws = self.truncate(self.broadcast(self.mapping(z)), truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, noise_mode=noise_mode)
+
+    def true_edits(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per factor (floor, wall, object hue, scale, shape, orientation): (direction [w_dim] with RMS 1, layer weights [num_ws] summing to 1).
+
+        `ws + s * layer_weights[:, None] * direction` changes that factor alone. The answer key for evaluation.
+        """
+        return [(readout * math.sqrt(self.w_dim), weights.clone()) for readout, weights in zip(self.readouts, self.band_weights)]
+
+    def style_affine_weights(self) -> list[torch.Tensor]:
+        """Per W+ layer, the unit readout vectors [n_l, w_dim] that read that layer."""
+        return [self.readouts[self.band_weights[:, layer] > 0] for layer in range(self.num_ws)]

@@ -1,0 +1,27 @@
+"""Named built-in generators and the one entry point that loads a generator from a name or a path."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from contrafeat.gan.interface import GeneratorLike
+
+
+def _build_shapes3d() -> GeneratorLike:
+    from contrafeat.gan.shapes_generator import ShapesGenerator
+
+    return ShapesGenerator()
+
+
+ZOO: dict[str, Callable[[], GeneratorLike]] = {"shapes3d": _build_shapes3d}
+
+
+def load_generator(spec: str | Path, device: str | torch.device = "cpu") -> GeneratorLike:
+    """A zoo name (e.g. 'shapes3d') or a checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
+    from contrafeat.gan.checkpoints import load_checkpoint
+
+    name = str(spec)
+    generator = ZOO[name]() if name in ZOO else load_checkpoint(Path(name))
+    return generator.eval().requires_grad_(False).to(device)

@@ -1,0 +1,1 @@
+"""The interactive web editor (optional extra `ui`)."""

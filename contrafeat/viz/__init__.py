@@ -1,0 +1,1 @@
+"""Pictures: traversal grids, attention heat-maps, HTML reports."""

@@ -1,0 +1,49 @@
+"""Traversal grids: rows are samples, columns are steps from -s to +s along one direction."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from contrafeat.discovery.directions import Directions
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.viz.images import save_image_grid
+
+
+def sample_codes(generator: GeneratorLike, num_samples: int, seed: int, truncation_psi: float) -> torch.Tensor:
+    """W+ codes [N, L, C] of seeded samples, truncated as asked."""
+    z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=truncation_psi)
+    return w[:, None, :].repeat(1, generator.num_ws, 1)
+
+
+@torch.no_grad()
+def traversal_images(
+    generator: GeneratorLike, directions: Directions, index: int, codes: torch.Tensor, strengths: torch.Tensor
+) -> torch.Tensor:
+    """Images [N * S, 3, H, W] in row-major order (sample, step) with constant noise."""
+    rows = [generator.synthesis(directions.apply(codes, index, float(s)), noise_mode="const") for s in strengths]
+    return torch.stack(rows, dim=1).flatten(0, 1).cpu()
+
+
+def write_traversals(
+    generator: GeneratorLike,
+    directions: Directions,
+    out_dir: Path,
+    num_samples: int = 4,
+    num_steps: int = 7,
+    seed: int = 0,
+    truncation_psi: float = 0.7,
+    step_multiplier: float = 1.0,
+) -> list[Path]:
+    """One PNG per direction, traversal_XX.png, each walking -s..+s with s the suggested step."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codes = sample_codes(generator, num_samples, seed, truncation_psi)
+    paths = []
+    for index in range(directions.count):
+        step = float(directions.steps[index]) * step_multiplier
+        images = traversal_images(generator, directions, index, codes, torch.linspace(-step, step, num_steps))
+        path = out_dir / f"traversal_{index:02d}.png"
+        save_image_grid(images, path, columns=num_steps)
+        paths.append(path)
+    return paths

