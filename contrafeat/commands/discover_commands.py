@@ -19,12 +19,12 @@ from contrafeat.evaluation.true_edits import comparison_table, has_true_edits, p
 from contrafeat.features import build_sensor
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.zoo import load_generator
+from contrafeat.paths import cache_dir
 from contrafeat.viz.attention import write_attention_heatmap
 from contrafeat.viz.images import save_image_grid
 from contrafeat.viz.report import write_report
 from contrafeat.viz.traversal import write_traversals
 
-PCA_CACHE = Path.home() / ".cache" / "contrafeat" / "pca"
 RESUME_OVERRIDABLE = ("steps", "checkpoint_every", "log_every", "device")
 
 
@@ -97,7 +97,7 @@ def run_discover(args: argparse.Namespace) -> int:
     print(f"run folder: {run_dir}", file=sys.stderr)
     generator = load_generator(config.checkpoint, device=config.device)
     sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size).to(config.device)
-    pca = load_or_compute_pca(generator, PCA_CACHE, config.pca_samples, seed=0, progress=progress)
+    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress)
     pca.save(run_dir / "pca.safetensors")
     trainer = Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir)
     if resuming:
@@ -110,11 +110,11 @@ def run_discover(args: argparse.Namespace) -> int:
     if prototypes is not None:
         with torch.no_grad():
             save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(directions.count, 10))
-    publish(run_dir, generator, directions, pca, progress=progress)
+    publish(run_dir, generator, directions, pca)
     return 0
 
 
-def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, progress: bool = True, **traversal_options) -> None:
+def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, **traversal_options) -> None:
     """Traversal grids, attention heat-map, the ground-truth table where one exists, and report.html."""
     write_traversals(generator, directions, run_dir / "traversals", **traversal_options)
     write_attention_heatmap(directions, run_dir / "attention.png")
@@ -124,9 +124,8 @@ def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca
         per_direction = per_direction_table(directions, generator, names)
         comparison = comparison_table(generator, directions, pca)
         tables = [("directions judged with the true edits", per_direction), ("against plain PCA and random directions", comparison)]
-        if progress:
-            for caption, rows in tables:
-                print_table(caption, rows)
+        for caption, rows in tables:
+            print_table(caption, rows)
     report = write_report(run_dir, tables, title=f"contrafeat: {directions.method} on {run_dir.name}")
     print(f"report: {report}", file=sys.stderr)
 
@@ -152,7 +151,7 @@ def run_traverse(args: argparse.Namespace) -> int:
     generator = load_generator(checkpoint)
     directions.check_compatible(generator)
     pca_path = run_dir / "pca.safetensors"
-    pca = PCABasis.load(pca_path) if pca_path.is_file() else load_or_compute_pca(generator, PCA_CACHE, 1_000_000)
+    pca = PCABasis.load(pca_path) if pca_path.is_file() else load_or_compute_pca(generator, cache_dir("pca"), 1_000_000)
     publish(
         run_dir,
         generator,

@@ -6,7 +6,7 @@ object_hue, scale, shape, orientation (orientation fastest).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ FACTOR_VALUES: tuple[np.ndarray, ...] = (
 )
 """The stored label values of each factor (hue, hue, hue, scale, shape id, orientation in degrees)."""
 RENDER_SIZE = 256
-"""Images are rendered at this size (or twice the resolution, if larger) and box-filtered down."""
+"""Images are rendered at about this size (at least twice the resolution) and box-filtered down."""
 TRACE_STEPS = 32
 
 
@@ -61,14 +61,21 @@ def supersample_for(resolution: int) -> int:
     return max(2, RENDER_SIZE // resolution)
 
 
-def render_indices(indices: Sequence[int] | np.ndarray, resolution: int = 64, batch_size: int = 16, progress: bool = False) -> np.ndarray:
-    """Render images by index -> uint8 array [N, resolution, resolution, 3] (the layout of the original file)."""
-    values = torch.from_numpy(factor_values(index_to_factors(indices)).reshape(-1, 6)).float()
-    batches = []
-    for start in tqdm(range(0, len(values), batch_size), disable=not progress, desc="render", unit="batch"):
+def iter_renders(
+    indices: Sequence[int] | np.ndarray, resolution: int = 64, batch_size: int = 16, progress: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Render images by index in batches -> (indices [b], uint8 images [b, resolution, resolution, 3]) per batch."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    values = torch.from_numpy(factor_values(index_to_factors(indices))).float()
+    for start in tqdm(range(0, len(indices), batch_size), disable=not progress, desc="render", unit="batch"):
         with torch.no_grad():
             images = render(values[start : start + batch_size], resolution, supersample_for(resolution), TRACE_STEPS)
-        batches.append(to_uint8(images))
+        yield indices[start : start + batch_size], to_uint8(images)
+
+
+def render_indices(indices: Sequence[int] | np.ndarray, resolution: int = 64) -> np.ndarray:
+    """Render images by index -> uint8 array [N, resolution, resolution, 3] (the layout of the original file)."""
+    batches = [images for _, images in iter_renders(indices, resolution)]
     return np.concatenate(batches) if batches else np.zeros((0, resolution, resolution, 3), np.uint8)
 
 
@@ -77,11 +84,40 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+class NpzWriter:
+    """Collects rendered batches in a memory-mapped scratch file and writes the .npz on close.
+
+    Keys as in the original 3dshapes file: `images` uint8 [N, R, R, 3] and `labels` float64 [N, 6] (factor values).
+    """
+
+    def __init__(self, path: Path, indices: Sequence[int] | np.ndarray, resolution: int) -> None:
+        self.path = Path(path)
+        self.labels = factor_values(index_to_factors(indices)).reshape(-1, 6)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch = self.path.with_name(self.path.name + ".images.tmp.npy")
+        shape = (len(self.labels), resolution, resolution, 3)
+        self.images = np.lib.format.open_memmap(self.scratch, mode="w+", dtype=np.uint8, shape=shape)
+        self.filled = 0
+
+    def write(self, images: np.ndarray) -> None:
+        """Append the next batch of images, in the order of the indices given at construction."""
+        self.images[self.filled : self.filled + len(images)] = images
+        self.filled += len(images)
+
+    def close(self) -> None:
+        if self.filled != len(self.labels):
+            raise ValueError(f"npz: {self.filled} images written for {len(self.labels)} labels")
+        np.savez_compressed(self.path, images=self.images, labels=self.labels)
+        del self.images
+        self.scratch.unlink()
+
+
 def export_npz(path: Path, indices: Sequence[int] | np.ndarray, resolution: int = 64, progress: bool = False) -> None:
-    """Write `images` uint8 [N, R, R, 3] and `labels` float64 [N, 6] (factor values) like the original 3dshapes file."""
-    images = render_indices(indices, resolution, progress=progress)
-    labels = factor_values(index_to_factors(indices)).reshape(-1, 6)
-    np.savez_compressed(path, images=images, labels=labels)
+    """Render `indices` into an .npz laid out like the original 3dshapes file."""
+    writer = NpzWriter(path, indices, resolution)
+    for _, images in iter_renders(indices, resolution, progress=progress):
+        writer.write(images)
+    writer.close()
 
 
 class Shapes3DDataset(Dataset):

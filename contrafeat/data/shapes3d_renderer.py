@@ -3,6 +3,8 @@
 Input: continuous factor values [B, 6] in the order floor_hue, wall_hue, object_hue (hues in [0, 1),
 wrapping), scale (0.75..1.25), shape (a coordinate in [0, 3] that blends the signed distance fields of
 cube 0, cylinder 1, sphere 2, capsule 3) and orientation (the camera's azimuth in degrees, -30..30).
+Scales above 1.25 would be cut by the object window, and azimuths beyond about 36 degrees would put
+the camera outside the room.
 The room, floor and sky come from analytic ray-plane intersections with edges ramped over one pixel;
 the object is sphere-traced inside its fixed screen-space bounding box, with a coverage taken from the
 smallest signed distance along each ray, so silhouettes are anti-aliased and differentiable.
@@ -33,8 +35,8 @@ LIGHT = (-0.45, 0.7, 0.75)
 """Direction towards the key light: upper left, in front of the object."""
 SHADOW_STRENGTH = 0.55
 BOUND_RADIUS = 0.92
-"""Radius and height of a vertical cylinder holding every object at the largest scale."""
 BOUND_HEIGHT = 1.6
+"""Radius and height of a vertical cylinder around the object's axis holding every shape up to scale 1.25."""
 TRACE_START = CAMERA_DISTANCE - BOUND_RADIUS - 0.05
 TRACE_END = CAMERA_DISTANCE + BOUND_RADIUS + 0.5
 MIN_STEP = 0.5
@@ -66,7 +68,8 @@ def render_scene(factors: torch.Tensor, resolution: int = 64, supersample: int =
     if factors.ndim != 2 or factors.shape[1] != 6:
         raise ValueError(f"factors: expected shape [B, 6], got {list(factors.shape)}")
     if resolution < 8 or supersample < 1 or trace_steps < 1:
-        raise ValueError(f"render: resolution >= 8, supersample >= 1 and trace_steps >= 1 expected, got {resolution}, {supersample}, {trace_steps}")
+        got = f"{resolution}, {supersample}, {trace_steps}"
+        raise ValueError(f"render: expected resolution >= 8, supersample >= 1, trace_steps >= 1; got {got}")
     size = resolution * supersample
     floor_hue, wall_hue, object_hue, scale, shape, orientation = factors.unbind(1)
     camera = _camera(orientation)
@@ -208,7 +211,8 @@ def _object(
 def _trace(
     start: torch.Tensor, directions: torch.Tensor, scale: torch.Tensor, blend: ShapeBlend, pixel_angle: float, steps: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sphere tracing (relaxed by MIN_STEP): ray parameter of the smallest distance per pixel footprint, of the surface, and which rays hit."""
+    """Sphere tracing (relaxed by MIN_STEP) -> ray parameters of the smallest distance per pixel footprint and of
+    the surface, and which rays hit."""
     t = torch.full_like(directions[:, 0], TRACE_START)
     best_ratio = torch.full_like(t, math.inf)
     best_t = t.clone()
@@ -226,7 +230,9 @@ def _trace(
     return best_t, t_last, hit
 
 
-def _keep_smaller(ratio: torch.Tensor, t: torch.Tensor, best_ratio: torch.Tensor, best_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _keep_smaller(
+    ratio: torch.Tensor, t: torch.Tensor, best_ratio: torch.Tensor, best_t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     smaller = ratio < best_ratio
     return torch.where(smaller, ratio, best_ratio), torch.where(smaller, t, best_t)
 

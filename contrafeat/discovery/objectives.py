@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices
+from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_steps
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.gan.interface import GeneratorLike
 
@@ -73,7 +73,7 @@ class ContrastPt(Objective):
     def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
         batch = ws.shape[0]
         query = torch.randint(navigator.num_directions, (batch,), generator=rng).to(ws.device)
-        strength = ((torch.rand(batch, generator=rng) * 2 - 1) * self.step_scale).to(ws.device)
+        strength = sample_steps(batch, rng, self.step_scale).to(ws.device)
         mirror = bool(torch.rand((), generator=rng) < 0.5)
         edited = features.of_codes(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
         change = feature_changes([f[:batch] for f in edited], [f[batch:] for f in edited])

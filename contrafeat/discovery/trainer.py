@@ -74,7 +74,7 @@ class Trainer:
                         torch.nan_to_num_(parameter.grad, nan=0.0, posinf=1e5, neginf=-1e5)
             self.optimizer.step()
         self.step += 1
-        return {"loss": float(total), **{name: float(value) for name, value in terms.items()}}
+        return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
 
     def state_dict(self) -> dict:
         return {

@@ -15,6 +15,7 @@ import math
 import torch
 from torch import nn
 
+from contrafeat.data.shapes3d import FACTOR_NAMES
 from contrafeat.data.shapes3d_renderer import render
 
 Z_DIM = 64
@@ -36,8 +37,30 @@ SHAPE_STEP_WIDTH = 0.03
 so each of the four shapes gets a quarter of W and in-between blends are rare, yet the slope is never zero."""
 
 
+def random_top_subspace_basis(covariance: torch.Tensor, subspace: int, count: int, rng: torch.Generator) -> torch.Tensor:
+    """`count` orthonormal rows [count, C]: random combinations of the top `subspace` principal components.
+
+    Built from the projector onto the subspace, so it does not depend on the signs the eigensolver picks.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    top = eigenvectors[:, eigenvalues.argsort(descending=True)[:subspace]]
+    mixed = top @ (top.T @ torch.randn(covariance.shape[0], count, generator=rng, dtype=covariance.dtype))
+    basis, triangle = torch.linalg.qr(mixed)
+    return (basis * torch.sign(torch.diagonal(triangle))).T
+
+
+def band_weights() -> torch.Tensor:
+    """[6, num_ws]: each factor's mean over its band of layers (1 / band size on the band, 0 elsewhere)."""
+    weights = torch.zeros(6, NUM_WS)
+    for factor, layers in enumerate(FACTOR_BANDS):
+        weights[factor, list(layers)] = 1.0 / len(layers)
+    return weights
+
+
 class ShapesGenerator(nn.Module):
     """z [B, 64] -> w [B, 64] -> W+ [B, 10, 64] -> factors [B, 6] -> image [B, 3, R, R] in [-1, 1]."""
+
+    factor_names = FACTOR_NAMES
 
     def __init__(self, seed: int = 0, img_resolution: int = 64, supersample: int = 1, trace_steps: int = 24) -> None:
         super().__init__()
@@ -60,24 +83,17 @@ class ShapesGenerator(nn.Module):
         gain = math.sqrt(2.0 / (1.0 + 0.2**2))
         self.register_buffer("mapping_weights", torch.randn(MAPPING_LAYERS, W_DIM, W_DIM, generator=rng) * gain / math.sqrt(W_DIM))
         self.register_buffer("mapping_biases", torch.randn(MAPPING_LAYERS, W_DIM, generator=rng) * 0.2)
-        self.register_buffer("output_gain", torch.ones(()))
+        self.register_buffer("output_gain", torch.ones(()))  # set below so that W has unit mean variance per dimension
         samples = self._map(torch.randn(STATISTICS_SAMPLES, Z_DIM, generator=rng)).double()
         self.output_gain.fill_(1.0 / float(samples.var(0).mean().sqrt()))
         samples = samples * float(self.output_gain)
         covariance = torch.cov(samples.T)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        top = eigenvectors[:, eigenvalues.argsort(descending=True)[:READOUT_SUBSPACE]]
-        mixed = top @ (top.T @ torch.randn(W_DIM, 3, generator=rng).double())
-        readouts, triangle = torch.linalg.qr(mixed)
-        readouts = (readouts * torch.sign(torch.diagonal(triangle))).T
+        readouts = random_top_subspace_basis(covariance, READOUT_SUBSPACE, 3, rng)
         spreads = torch.einsum("kc,cd,kd->k", readouts, covariance, readouts).sqrt()
-        bands = torch.zeros(6, NUM_WS, dtype=torch.float64)
-        for factor, layers in enumerate(FACTOR_BANDS):
-            bands[factor, list(layers)] = 1.0 / len(layers)
         self.register_buffer("w_avg", samples.mean(0).float())
         self.register_buffer("readouts", readouts[list(FACTOR_READOUT)].float())
         self.register_buffer("readout_spreads", spreads[list(FACTOR_READOUT)].float())
-        self.register_buffer("band_weights", bands.float())
+        self.register_buffer("band_weights", band_weights())
 
     def _map(self, z: torch.Tensor) -> torch.Tensor:
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
@@ -132,8 +148,9 @@ class ShapesGenerator(nn.Module):
         return self.synthesis(ws, noise_mode=noise_mode)
 
     def true_edits(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per factor (floor, wall, object hue, scale, shape, orientation): (direction [w_dim] with RMS 1, layer weights [num_ws] summing to 1).
+        """Per factor (floor, wall, object hue, scale, shape, orientation): (direction [w_dim], layer weights [num_ws]).
 
+        Directions have RMS 1 and layer weights sum to 1 over the factor's band, so that
         `ws + s * layer_weights[:, None] * direction` changes that factor alone. The answer key for evaluation.
         """
         return [(readout * math.sqrt(self.w_dim), weights.clone()) for readout, weights in zip(self.readouts, self.band_weights)]

@@ -1,0 +1,66 @@
+"""`contrafeat shapes3d render`: images of the procedural 3DShapes world with their factor labels."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from contrafeat.commands.common import add_command
+from contrafeat.data.shapes3d import FACTOR_NAMES, NUM_IMAGES, NpzWriter, factor_values, index_to_factors, iter_renders
+from contrafeat.errors import UserError
+
+RESOLUTIONS = (32, 64, 128)
+LABELS_FILE = "labels.csv"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    shapes3d = add_command(subparsers, "shapes3d", "The procedural 3DShapes world.")
+    actions = shapes3d.add_subparsers(dest="shapes3d_command", metavar="ACTION")
+    actions.required = True
+    render = add_command(actions, "render", f"Render images as PNGs plus {LABELS_FILE} (index and the six factor values).")
+    render.add_argument("--out", type=Path, required=True, help="output folder")
+    count = render.add_mutually_exclusive_group()
+    count.add_argument("--n", type=int, default=64, help="number of distinct random indices")
+    count.add_argument("--all", action="store_true", help=f"render all {NUM_IMAGES} images in index order")
+    render.add_argument("--resolution", type=int, default=64, choices=RESOLUTIONS, help="image width and height")
+    render.add_argument("--seed", type=int, default=0, help="seed of the random indices")
+    render.add_argument("--npz", type=Path, default=None, help="also write images and labels laid out like the original 3dshapes.npz")
+    render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    render.set_defaults(handler=run_render)
+
+
+def choose_indices(count: int | None, render_all: bool, seed: int) -> np.ndarray:
+    """All indices in order, or `count` distinct ones drawn with `seed` and sorted."""
+    if render_all:
+        return np.arange(NUM_IMAGES)
+    if count is None or not 1 <= count <= NUM_IMAGES:
+        raise UserError(f"--n {count}: expected an integer between 1 and {NUM_IMAGES} (or --all)")
+    return np.sort(np.random.default_rng(seed).choice(NUM_IMAGES, size=count, replace=False))
+
+
+def run_render(args: argparse.Namespace) -> int:
+    indices = choose_indices(args.n, args.all, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    npz = NpzWriter(args.npz, indices, args.resolution) if args.npz is not None else None
+    for batch, images in iter_renders(indices, args.resolution, progress=not args.no_progress):
+        for index, image in zip(batch, images):
+            Image.fromarray(image).save(args.out / f"{index:06d}.png")
+        if npz is not None:
+            npz.write(images)
+    if npz is not None:
+        npz.close()
+    write_labels(args.out / LABELS_FILE, indices)
+    print(f"wrote {len(indices)} images and {LABELS_FILE} to {args.out}" + (f", and {args.npz}" if args.npz else ""))
+    return 0
+
+
+def write_labels(path: Path, indices: np.ndarray) -> None:
+    """CSV with a header: index and the six factor values per image."""
+    labels = factor_values(index_to_factors(indices))
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", *FACTOR_NAMES])
+        writer.writerows([int(index), *(repr(float(value)) for value in row)] for index, row in zip(indices, labels))

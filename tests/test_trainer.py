@@ -1,0 +1,103 @@
+"""The discovery loop: learning happens only in the navigator, checkpoints resume bit-exactly."""
+import json
+
+import pytest
+import torch
+
+from contrafeat.discovery.config import build_config
+from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.subspace import compute_pca
+from contrafeat.discovery.trainer import Trainer, sample_start_codes
+from tiny_world import TinyGenerator, TinySensor
+
+
+def make_trainer(run_dir, method="contra-pt", steps=6, **overrides):
+    config = build_config(
+        "shapes3d",
+        None,
+        {"method": method, "steps": steps, "batch_size": 4, "num_directions": 3, "subspace_dim": 4,
+         "checkpoint_every": 2, "log_every": 1, "pca_samples": 500, "noise_mode": "random", **overrides},
+    )
+    generator = TinyGenerator()
+    pca = compute_pca(generator, num_samples=500, batch_size=250, progress=False)
+    return Trainer(config, generator, TinySensor(), pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir)
+
+
+def parameters(trainer):
+    return {**trainer.navigator.state_dict(), **{f"objective.{k}": v for k, v in trainer.objective.state_dict().items()}}
+
+
+@pytest.mark.parametrize("method", ["contra-bi", "contra-pt"])
+def test_resume_is_bit_exact(tmp_path, method):
+    straight = make_trainer(tmp_path / "straight", method, steps=6)
+    (tmp_path / "straight").mkdir()
+    straight.run(progress=False)
+
+    (tmp_path / "split").mkdir()
+    first_half = make_trainer(tmp_path / "split", method, steps=3)
+    first_half.run(progress=False)
+    resumed = make_trainer(tmp_path / "split", method, steps=6)
+    resumed.load_checkpoint()
+    assert resumed.step == 3
+    resumed.run(progress=False)
+
+    for name, value in parameters(straight).items():
+        assert torch.equal(value, parameters(resumed)[name]), name
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    (tmp_path / "straight").mkdir()
+    straight = make_trainer(tmp_path / "straight", steps=5)
+    straight.run(progress=False)
+
+    (tmp_path / "killed").mkdir()
+    killed = make_trainer(tmp_path / "killed", steps=5)
+    original_step = Trainer.train_step
+
+    def step_then_interrupt(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run(progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original_step)
+    resumed = make_trainer(tmp_path / "killed", steps=5)
+    resumed.load_checkpoint()
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    for name, value in parameters(straight).items():
+        assert torch.equal(value, parameters(resumed)[name]), name
+
+
+def test_training_changes_only_the_navigator_and_lowers_the_contrast(tmp_path):
+    trainer = make_trainer(tmp_path, "contra-bi", steps=60, diversity_weight=0.0, lr=0.05)
+    generator_before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    sensor_before = {k: v.clone() for k, v in trainer.features.sensor.state_dict().items()}
+    directions_before = trainer.navigator.directions().clone()
+    trainer.run(progress=False)
+    assert all(torch.equal(v, trainer.generator.state_dict()[k]) for k, v in generator_before.items())
+    assert all(torch.equal(v, trainer.features.sensor.state_dict()[k]) for k, v in sensor_before.items())
+    assert not torch.equal(directions_before, trainer.navigator.directions())
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    first, last = sum(e["contrast"] for e in log[:15]) / 15, sum(e["contrast"] for e in log[-15:]) / 15
+    assert last < first
+
+
+def test_style_mixed_codes_take_two_sources(tmp_path):
+    trainer = make_trainer(tmp_path)
+    ws = sample_start_codes(trainer.generator, 3, trainer.config, torch.Generator().manual_seed(0))
+    assert ws.shape == (3, 4, 6)
+    assert torch.equal(ws[:, 0], ws[:, 1]) and torch.equal(ws[:, 2], ws[:, 3])
+    assert not torch.allclose(ws[:, 1], ws[:, 2])
+
+
+def test_directions_artefact_from_the_trainer(tmp_path):
+    trainer = make_trainer(tmp_path)
+    directions = trainer.directions()
+    assert directions.vectors.shape == (3, 6) and directions.attention.shape == (3, 4)
+    assert torch.allclose(directions.vectors.square().mean(1), torch.ones(3), atol=1e-5)
+    assert torch.all(directions.steps > 0)
