@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from contrafeat.commands import COMMAND_MODULES
+from contrafeat.commands.common import DefaultsHelpFormatter
 from contrafeat.errors import UserError
 
 
@@ -14,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="contrafeat",
         description="Discover, evaluate and apply semantic directions in StyleGAN2 latent spaces.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

@@ -275,3 +275,18 @@ def test_discriminator_sensor_needs_a_discriminator():
         build_sensor("discriminator", generator=SimpleNamespace(discriminator=None, img_resolution=16, img_channels=3))
     with pytest.raises(UserError, match="sensor 'discriminator' needs a generator"):
         build_sensor("discriminator")
+
+
+def test_discriminator_sensor_on_a_real_stylegan2_discriminator():
+    from stylegan2_factories import random_generator
+
+    generator = random_generator(with_discriminator=True)
+    sensor = build_sensor("discriminator", generator=generator)
+    images = generator(torch.randn(4, generator.z_dim)).detach().requires_grad_(True)
+    features = sensor(images)
+    _, expected = generator.discriminator(images, return_features=True)
+    assert len(features) == len(expected) == len(sensor.stage_names)
+    assert all(torch.equal(a, b) for a, b in zip(features, expected))
+    sum(f.square().sum() for f in features).backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(p.grad is None for p in generator.discriminator.parameters())

@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none or the help text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_command(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     """Add a subcommand whose --help shows every option's default."""
-    return subparsers.add_parser(
-        name,
-        help=help_text,
-        description=help_text,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    return subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)

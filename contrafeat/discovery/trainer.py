@@ -36,6 +36,15 @@ def sample_start_codes(generator: GeneratorLike, batch: int, config: DiscoveryCo
     return ws
 
 
+def tensorboard_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter into the run folder when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
 class Trainer:
     """Owns the navigator, the objective, the optimiser and every random state of one run."""
 
@@ -117,6 +126,7 @@ class Trainer:
         images_per_step = self.objective.images_per_code * self.config.batch_size
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="discover", unit="step")
         started, started_step = time.perf_counter(), self.step
+        board = tensorboard_writer(self.run_dir)
         try:
             with open(self.run_dir / LOG_FILE, "a") as log:
                 while self.step < self.config.steps:
@@ -128,13 +138,18 @@ class Trainer:
                         rate = images_per_step * (self.step - started_step) / max(elapsed, 1e-9)
                         log.write(json.dumps({"step": self.step, **terms, "images_per_s": rate}) + "\n")
                         log.flush()
+                        if board is not None:
+                            for name, value in terms.items():
+                                board.add_scalar(name, value, self.step)
                     if self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
         except KeyboardInterrupt:
             self.save_checkpoint()
-            bar.close()
             raise
-        bar.close()
+        finally:
+            bar.close()
+            if board is not None:
+                board.close()
         self.save_checkpoint()
 
     @torch.no_grad()

@@ -1,0 +1,81 @@
+"""`contrafeat discover` / `traverse` end to end on the shapes3d world with tiny settings."""
+import json
+
+import pytest
+import torch
+
+from contrafeat.cli import main
+from contrafeat.discovery.directions import load_directions
+
+TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
+
+
+def test_discover_writes_a_complete_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["discover", "--out", str(run), *TINY]) == 0
+    for name in ("config.yaml", "pca.safetensors", "checkpoint.pt", "directions.safetensors", "directions.json",
+                 "log.jsonl", "report.html", "attention.png", "prototypes.png", "loss_curves.png"):
+        assert (run / name).is_file(), name
+    directions = load_directions(run)
+    assert directions.count == 10 and directions.num_ws == 10 and directions.w_dim == 64
+    assert len(list((run / "traversals").glob("traversal_*.png"))) == 10
+    output = capsys.readouterr().out
+    assert "against plain PCA and random directions" in output and "mean_best_cos" in output
+    report = (run / "report.html").read_text()
+    assert "traversals/traversal_09.png" in report and "attention.png" in report and "mean_best_cos" in report
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_resume_from_the_cli_equals_a_straight_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    options = TINY[2:]  # everything but the step count
+    assert main(["discover", "--method", "contra-bi", "--out", str(straight), "--steps", "4", *options]) == 0
+    assert main(["discover", "--method", "contra-bi", "--out", str(split), "--steps", "2", *options]) == 0
+    assert main(["discover", "--resume", str(split), "--steps", "4", "--no-progress"]) == 0
+    a, b = load_directions(straight), load_directions(split)
+    assert torch.equal(a.vectors, b.vectors) and torch.equal(a.attention, b.attention)
+
+
+def test_traverse_rewrites_the_pictures(tmp_path):
+    run = tmp_path / "run"
+    assert main(["discover", "--out", str(run), *TINY]) == 0
+    for picture in (run / "traversals").glob("*.png"):
+        picture.unlink()
+    assert main(["traverse", str(run), "--samples", "2", "--frames", "3"]) == 0
+    assert len(list((run / "traversals").glob("traversal_*.png"))) == 10
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["discover", "--resume", "{tmp}/nothing"], "expected a run folder with config.yaml"),
+        (["discover", "--method", "magic", "--out", "{tmp}/r"], "--method 'magic': expected one of"),
+        (["discover", "--sensor", "resnet", "--out", "{tmp}/r", *TINY], "resnet"),
+        (["traverse", "{tmp}/nothing"], "no directions.safetensors"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, arguments, message):
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in arguments])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert error[-1].startswith("contrafeat: error:") and message in error[-1]
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["discover", "--out", str(run), *TINY]) == 0
+    assert main(["discover", "--out", str(run), *TINY]) == 2
+    assert "use --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_changed_hyper_parameters(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["discover", "--out", str(run), *TINY]) == 0
+    assert main(["discover", "--resume", str(run), "--lr", "0.5"]) == 2
+    assert "lr cannot change in a resumed run" in capsys.readouterr().err
