@@ -79,3 +79,19 @@ def test_resume_refuses_changed_hyper_parameters(tmp_path, capsys):
     assert main(["discover", "--out", str(run), *TINY]) == 0
     assert main(["discover", "--resume", str(run), "--lr", "0.5"]) == 2
     assert "lr cannot change in a resumed run" in capsys.readouterr().err
+
+
+def test_discover_on_a_stylegan2_checkpoint_with_its_discriminator(tmp_path):
+    from stylegan2_factories import random_generator
+
+    from contrafeat.gan.checkpoints import save_native
+
+    generator = random_generator(with_discriminator=True)
+    save_native(generator, tmp_path / "native")
+    run = tmp_path / "run"
+    arguments = ["discover", "--checkpoint", str(tmp_path / "native"), "--preset", "ffhq", "--sensor", "discriminator",
+                 "--num-directions", "3", "--subspace-dim", "8", "--out", str(run), *TINY]
+    assert main(arguments) == 0
+    directions = load_directions(run)
+    assert (directions.count, directions.num_ws, directions.w_dim) == (3, generator.num_ws, generator.w_dim)
+    assert (run / "report.html").is_file() and not (run / "traversals" / "traversal_03.png").exists()
