@@ -20,7 +20,7 @@ def test_discover_writes_a_complete_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["discover", "--out", str(run), *TINY]) == 0
     for name in ("config.yaml", "pca.safetensors", "checkpoint.pt", "directions.safetensors", "directions.json",
-                 "log.jsonl", "report.html", "attention.png", "prototypes.png", "loss_curves.png"):
+                 "log.jsonl", "report.html", "attention.png", "loss_curves.png"):
         assert (run / name).is_file(), name
     directions = load_directions(run)
     assert directions.count == 10 and directions.num_ws == 10 and directions.w_dim == 64
@@ -44,7 +44,8 @@ def test_resume_from_the_cli_equals_a_straight_run(tmp_path):
 
 def test_traverse_rewrites_the_pictures(tmp_path):
     run = tmp_path / "run"
-    assert main(["discover", "--out", str(run), *TINY]) == 0
+    assert main(["discover", "--method", "contra-pt", "--out", str(run), *TINY]) == 0
+    assert (run / "prototypes.png").is_file()
     for picture in (run / "traversals").glob("*.png"):
         picture.unlink()
     assert main(["traverse", str(run), "--samples", "2", "--frames", "3"]) == 0

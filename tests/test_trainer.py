@@ -27,7 +27,7 @@ def parameters(trainer):
     return {**trainer.navigator.state_dict(), **{f"objective.{k}": v for k, v in trainer.objective.state_dict().items()}}
 
 
-@pytest.mark.parametrize("method", ["contra-bi", "contra-pt"])
+@pytest.mark.parametrize("method", ["contra-bi", "contra-pt", "ganspace+att", "sefa+att", "latentclr+att", "recog+att"])
 def test_resume_is_bit_exact(tmp_path, method):
     straight = make_trainer(tmp_path / "straight", method, steps=6)
     (tmp_path / "straight").mkdir()

@@ -10,10 +10,10 @@ import torch
 
 from contrafeat.commands.common import add_command
 from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
-from contrafeat.discovery.directions import Directions, load_directions
-from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.directions import META_FILE, Directions, load_directions
+from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
-from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer
+from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, navigator_directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.true_edits import comparison_table, has_true_edits, per_direction_table
 from contrafeat.features import build_sensor
@@ -71,7 +71,7 @@ def _prepare_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]
     if args.resume is None:
         config = build_config(args.preset, args.config, overrides)
         run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        if (run_dir / CHECKPOINT_FILE).exists():
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / META_FILE).exists():
             raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
@@ -96,17 +96,22 @@ def run_discover(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     print(f"run folder: {run_dir}", file=sys.stderr)
     generator = load_generator(config.checkpoint, device=config.device)
-    sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size).to(config.device)
+    print(describe_method(config, generator), file=sys.stderr)
+    sensor = None
+    if uses_sensor(config, generator):
+        sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size).to(config.device)
     pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress)
     pca.save(run_dir / "pca.safetensors")
-    trainer = Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir)
-    if resuming:
-        trainer.load_checkpoint()
-        print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
-    trainer.run(progress=progress)
-    directions = trainer.directions()
+    navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
+    if objective is not None:
+        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir)
+        if resuming:
+            trainer.load_checkpoint()
+            print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
+        trainer.run(progress=progress)
+    directions = navigator_directions(navigator, pca, config.method, generator)
     directions.save(run_dir)
-    prototypes = getattr(trainer.objective, "prototypes", None)
+    prototypes = getattr(objective, "prototypes", None)
     if prototypes is not None:
         with torch.no_grad():
             save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(directions.count, 10))

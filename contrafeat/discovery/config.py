@@ -8,9 +8,11 @@ from typing import Any
 
 import yaml
 
+from contrafeat.discovery.latentclr import TEMPERATURE_MODES
+from contrafeat.discovery.methods import CONTRAST_LOSSES, METHODS, contrast_loss, method_spec
 from contrafeat.errors import UserError
 
-METHODS = ("contra-bi", "contra-pt")
+LATENTCLR_FEATURES = ("auto", "generator", "sensor")
 
 
 @dataclass
@@ -18,7 +20,8 @@ class DiscoveryConfig:
     """Everything a discovery run depends on; saved as config.yaml in the run folder."""
 
     checkpoint: str = field(default="shapes3d", metadata={"help": "generator: zoo name or checkpoint path"})
-    method: str = field(default="contra-pt", metadata={"help": f"training objective, one of {', '.join(METHODS)}"})
+    method: str = field(default="contra-bi", metadata={"help": f"discovery method, one of {', '.join(METHODS)}"})
+    loss: str = field(default="bi", metadata={"help": "contrast loss (bi or pt) that trains the attention of ganspace+att and sefa+att"})
     num_directions: int = field(default=10, metadata={"help": "K, the number of directions learned"})
     subspace_dim: int = field(default=20, metadata={"help": "k, the number of top PCs of W the directions live in"})
     attention: str = field(default="softmax", metadata={"help": "layer attention: softmax (learned) or none (uniform)"})
@@ -29,7 +32,7 @@ class DiscoveryConfig:
     beta1: float = field(default=0.0, metadata={"help": "Adam beta1"})
     beta2: float = field(default=0.99, metadata={"help": "Adam beta2"})
     batch_size: int = field(default=10, metadata={"help": "codes per step (Bi renders 2.5x, Pt 2x this many images)"})
-    steps: int = field(default=600, metadata={"help": "training steps"})
+    steps: int = field(default=1500, metadata={"help": "training steps"})
     step_scale: float = field(default=1.0, metadata={"help": "edit strengths are drawn from U(-1, 1) times this"})
     style_mix: bool = field(default=True, metadata={"help": "start codes mix two z: layers [0, L/2) and [L/2, L)"})
     truncation: float = field(default=1.0, metadata={"help": "truncation psi of the training codes"})
@@ -42,26 +45,62 @@ class DiscoveryConfig:
     checkpoint_every: int = field(default=100, metadata={"help": "steps between atomic checkpoints"})
     log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
+    latentclr_features: str = field(
+        default="auto",
+        metadata={"help": "LatentCLR's features: generator (first 3 synthesis blocks), sensor, or auto (generator when it has blocks)"},
+    )
+    latentclr_temperature: float = field(default=0.5, metadata={"help": "LatentCLR's NT-Xent temperature"})
+    latentclr_temperature_mode: str = field(
+        default="multiply",
+        metadata={"help": "multiply (the reference code: exp(sim * t)) or divide (textbook: exp(sim / t))"},
+    )
+    recog_shift_weight: float = field(default=0.25, metadata={"help": "Recog: weight of the L1 loss on the predicted step"})
+    recog_width: int = field(default=32, metadata={"help": "Recog: channels of the reconstructor's first stage"})
+    recog_depth: int = field(default=3, metadata={"help": "Recog: stride-2 residual blocks of the reconstructor"})
 
     def validate(self) -> None:
         """Reject values no run can use, naming the option."""
         choices = {
-            "method": METHODS,
+            "method": tuple(METHODS),
+            "loss": CONTRAST_LOSSES,
             "attention": ("softmax", "none"),
             "mask": ("l2", "none", "pooled"),
             "cos_mode": ("squared", "abs"),
             "noise_mode": ("random", "const", "none"),
+            "latentclr_features": LATENTCLR_FEATURES,
+            "latentclr_temperature_mode": TEMPERATURE_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{_flag(name)} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        for name in ("num_directions", "subspace_dim", "batch_size", "steps", "pca_samples", "checkpoint_every", "log_every"):
+        positive = ("num_directions", "subspace_dim", "batch_size", "pca_samples", "checkpoint_every", "log_every", "recog_width", "recog_depth")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} {getattr(self, name)}: expected a positive integer")
-        if self.method == "contra-bi" and (self.batch_size < 2 or self.batch_size % 2):
-            raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
+        if self.latentclr_temperature <= 0:
+            raise UserError(f"--latentclr-temperature {self.latentclr_temperature}: expected a positive number")
         if self.num_directions < 2:
             raise UserError("--num-directions: the contrast needs at least 2 directions")
+        self._validate_method()
+
+    def _validate_method(self) -> None:
+        """Rules that depend on the method: its attention, whether it trains, what its loss needs."""
+        spec = method_spec(self.method)
+        if spec.attention is not None and self.attention != spec.attention:
+            kinds = {"none": "uniform attention (none)", "softmax": "learned attention (softmax)"}
+            other = self.method.removesuffix("+att") if spec.attention == "softmax" else f"{self.method}+att"
+            raise UserError(
+                f"--attention {self.attention}: method {self.method} uses {kinds[spec.attention]}; "
+                f"use --method {other} for {kinds[self.attention]}"
+            )
+        if spec.trains and self.steps < 1:
+            raise UserError(f"--steps {self.steps}: expected a positive integer")
+        if not spec.trains and self.steps != 0:
+            raise UserError(f"--steps {self.steps}: method {self.method} has nothing to train; expected 0 (leave --steps out)")
+        if contrast_loss(self) == "bi" and (self.batch_size < 2 or self.batch_size % 2):
+            raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
+        if spec.objective == "latentclr" and self.batch_size < 2:
+            raise UserError(f"--batch-size {self.batch_size}: LatentCLR's positives are the same direction on other codes; expected >= 2")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -81,10 +120,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Values that differ from the dataclass defaults (the shapes3d preset). ffhq is the authors' FFHQ-512 setting."""
 
+AUTHORS_BASELINE = {"lr": 0.01, "step_scale": 0.5, "diversity_weight": 0.0}
+"""The authors' LatentCLR and Recog runs: Adam lr 0.01, step scale 0.5, no diversity term."""
+
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ganspace": {"attention": "none", "steps": 0},
+    "sefa": {"attention": "none", "steps": 0},
+    "latentclr": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 4, "cos_mode": "abs"},
+    "latentclr+att": {**AUTHORS_BASELINE, "batch_size": 4, "cos_mode": "abs"},
+    "recog": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 8},
+    "recog+att": {**AUTHORS_BASELINE, "batch_size": 8},
+}
+"""Per-method values under every preset: the attention a method requires, and the authors' baseline settings
+(LatentCLR: batch 4 and |cos| as in its reference code; Recog: batch 8)."""
+
 METHOD_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     ("ffhq", "contra-bi"): {"batch_size": 12, "steps": 16_667},
+    ("ffhq", "ganspace+att"): {"steps": 30_000},
+    ("ffhq", "sefa+att"): {"steps": 30_000},
+    ("ffhq", "latentclr"): {"steps": 75_000},
+    ("ffhq", "latentclr+att"): {"steps": 75_000},
+    ("ffhq", "recog"): {"steps": 37_500},
+    ("ffhq", "recog+att"): {"steps": 37_500},
 }
-"""Per-method adjustments of a preset (the authors ran Bi with batch 12: 200k codes = 16.7k steps)."""
+"""Per-method adjustments of a preset, applied over METHOD_DEFAULTS. The authors ran Bi with batch 12 (200k codes =
+16.7k steps) and the baselines for 300k codes (batch 10, 4 and 8)."""
 
 
 def _flag(name: str) -> str:
@@ -102,7 +162,7 @@ def build_config(preset: str = "shapes3d", yaml_path: Path | None = None, overri
     from_yaml = _read_yaml(yaml_path) if yaml_path is not None else {}
     explicit = {key: value for key, value in (overrides or {}).items() if value is not None}
     method = explicit.get("method", from_yaml.get("method", PRESETS[preset].get("method", DiscoveryConfig.method)))
-    values = {**PRESETS[preset], **METHOD_PRESETS.get((preset, method), {}), **from_yaml, **explicit}
+    values = {**PRESETS[preset], **METHOD_DEFAULTS.get(method, {}), **METHOD_PRESETS.get((preset, method), {}), **from_yaml, **explicit}
     config = DiscoveryConfig(**values)
     config.validate()
     return config

@@ -1,30 +1,147 @@
-"""The method registry: which navigator and which objective each `--method` name trains."""
+"""The method registry: which directions, which attention and which objective each `--method` name trains."""
 from __future__ import annotations
 
-from contrafeat.discovery.config import DiscoveryConfig
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from contrafeat.discovery.latentclr import has_synthesis_blocks
 from contrafeat.discovery.navigator import Navigator
-from contrafeat.discovery.objectives import ContrastBi, ContrastPt, Objective
-from contrafeat.discovery.subspace import PCABasis
+from contrafeat.discovery.objectives import ContrastBi, ContrastPt, LatentCLR, Objective, Recog
+from contrafeat.discovery.subspace import PCABasis, sefa_basis
+from contrafeat.errors import UserError
 from contrafeat.gan.interface import GeneratorLike
+
+if TYPE_CHECKING:
+    from contrafeat.discovery.config import DiscoveryConfig
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method is made of.
+
+    directions: `learned` (trained in the top-k PCA subspace), `ganspace` (the top PCs of W, fixed) or
+    `sefa` (SeFa's closed-form eigenvectors, fixed). attention: the attention mode the method
+    requires, or None when `--attention` decides. objective: `bi`, `pt`, `latentclr`, `recog`, `loss`
+    (the contrast chosen with `--loss`) or None (nothing to train).
+    """
+
+    directions: str
+    attention: str | None
+    objective: str | None
+    summary: str
+
+    @property
+    def trains(self) -> bool:
+        return self.objective is not None
+
+
+METHODS: dict[str, MethodSpec] = {
+    "contra-bi": MethodSpec("learned", None, "bi", "ContraFeat, Bi loss: the same edit on two codes changes the sensor features alike, another edit does not"),
+    "contra-pt": MethodSpec("learned", None, "pt", "ContraFeat, Pt loss: each direction's feature change matches its own learned RGB prototype and no other"),
+    "ganspace": MethodSpec("ganspace", "none", None, "GANSpace: the top principal components of W on every layer; nothing is trained"),
+    "ganspace+att": MethodSpec("ganspace", "softmax", "loss", "the GANSpace directions, fixed, with a layer attention trained by the --loss contrast"),
+    "sefa": MethodSpec("sefa", "none", None, "SeFa: top eigenvectors of the stacked, row-normalised style-affine weights on every layer; nothing is trained"),
+    "sefa+att": MethodSpec("sefa", "softmax", "loss", "the SeFa directions, fixed, with a layer attention trained by the --loss contrast"),
+    "latentclr": MethodSpec("learned", "none", "latentclr", "LatentCLR: NT-Xent over feature changes, the same direction on other codes is the positive"),
+    "latentclr+att": MethodSpec("learned", "softmax", "latentclr", "LatentCLR with the layer attention trained alongside"),
+    "recog": MethodSpec("learned", "none", "recog", "Voynov & Babenko: a reconstructor must tell from an image pair which direction moved and how far"),
+    "recog+att": MethodSpec("learned", "softmax", "recog", "Recog with the layer attention trained alongside"),
+}
+"""Every `--method` name, in the order the paper's tables list them."""
+
+CONTRAST_LOSSES = ("bi", "pt")
+
+
+def method_spec(name: str) -> MethodSpec:
+    if name not in METHODS:
+        raise UserError(f"--method {name!r}: expected one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def contrast_loss(config: DiscoveryConfig) -> str | None:
+    """The ContraFeat loss (bi or pt) a run trains with, or None when its objective is another one."""
+    objective = method_spec(config.method).objective
+    if objective == "loss":
+        return config.loss
+    return objective if objective in CONTRAST_LOSSES else None
+
+
+def method_label(config: DiscoveryConfig) -> str:
+    """The method name, with the contrast loss where `--loss` chose it (e.g. `ganspace+att (pt)`)."""
+    return f"{config.method} ({config.loss})" if method_spec(config.method).objective == "loss" else config.method
+
+
+def latentclr_source(config: DiscoveryConfig, generator: GeneratorLike) -> str:
+    """Where LatentCLR reads its features: `generator` (first synthesis blocks) or `sensor`; resolves `auto`."""
+    if config.latentclr_features == "auto":
+        return "generator" if has_synthesis_blocks(generator) else "sensor"
+    if config.latentclr_features == "generator" and not has_synthesis_blocks(generator):
+        raise UserError("--latentclr-features generator: this generator has no synthesis blocks to read features from; use sensor or auto")
+    return config.latentclr_features
+
+
+def uses_sensor(config: DiscoveryConfig, generator: GeneratorLike) -> bool:
+    """Whether the run's objective reads sensor features (the contrasts, and LatentCLR without generator features)."""
+    objective = method_spec(config.method).objective
+    return contrast_loss(config) is not None or (objective == "latentclr" and latentclr_source(config, generator) == "sensor")
+
+
+def describe_method(config: DiscoveryConfig, generator: GeneratorLike) -> str:
+    """One line on what the run does, for the console."""
+    line = f"{method_label(config)}: {method_spec(config.method).summary}"
+    if method_spec(config.method).objective == "latentclr":
+        if latentclr_source(config, generator) == "generator":
+            line += "; features from the generator's first synthesis blocks"
+        else:
+            reason = " (the generator has no synthesis blocks)" if not has_synthesis_blocks(generator) else ""
+            line += f"; features from the sensor {config.sensor}{reason}"
+    return line
+
+
+def direction_basis(config: DiscoveryConfig, generator: GeneratorLike, pca: PCABasis) -> torch.Tensor:
+    """The candidate axes [C, n] of the direction branch: PCA axes, or SeFa's eigenvectors."""
+    if method_spec(config.method).directions == "sefa":
+        return sefa_basis(generator)[0].float()
+    return pca.basis
 
 
 def build_navigator(config: DiscoveryConfig, generator: GeneratorLike, pca: PCABasis) -> Navigator:
-    """The learned direction branch in the top-k PCA subspace with the configured attention branch."""
+    """The method's direction branch (learned in the top-k PCA subspace, or fixed) with the configured attention."""
+    learned = method_spec(config.method).directions == "learned"
     return Navigator(
         num_directions=config.num_directions,
         num_ws=generator.num_ws,
         w_dim=generator.w_dim,
-        basis=pca.basis,
-        subspace_dim=min(config.subspace_dim, generator.w_dim),
-        direction_mode="learned",
+        basis=direction_basis(config, generator, pca),
+        subspace_dim=min(config.subspace_dim, generator.w_dim) if learned else None,
+        direction_mode="learned" if learned else "fixed",
         attention_mode=config.attention,
         seed=config.seed,
     ).to(config.device)
 
 
-def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective:
-    """The loss the method trains with."""
-    if config.method == "contra-bi":
+def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective | None:
+    """The loss the method trains with; None for methods with nothing to train."""
+    objective = method_spec(config.method).objective
+    if objective is None:
+        return None
+    if objective == "latentclr":
+        return LatentCLR(
+            config.num_directions,
+            config.step_scale,
+            config.latentclr_temperature,
+            config.latentclr_temperature_mode,
+            config.cos_mode,
+            generator if latentclr_source(config, generator) == "generator" else None,
+            config.noise_mode,
+        )
+    if objective == "recog":
+        return Recog(
+            config.num_directions, config.step_scale, config.recog_shift_weight, config.recog_width, config.recog_depth, config.seed
+        ).to(config.device)
+    if contrast_loss(config) == "bi":
         return ContrastBi(config.step_scale, config.mask, config.cos_mode)
     return ContrastPt(
         config.num_directions,

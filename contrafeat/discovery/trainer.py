@@ -52,7 +52,7 @@ class Trainer:
         self,
         config: DiscoveryConfig,
         generator: GeneratorLike,
-        sensor: torch.nn.Module,
+        sensor: torch.nn.Module | None,
         pca: PCABasis,
         navigator: Navigator,
         objective: Objective,
@@ -152,15 +152,20 @@ class Trainer:
                 board.close()
         self.save_checkpoint()
 
-    @torch.no_grad()
     def directions(self) -> Directions:
         """The trained directions as the artefact every consumer reads."""
-        vectors = self.navigator.directions()
-        attention = self.navigator.attention()
-        return Directions(
-            vectors=vectors,
-            attention=attention,
-            steps=suggest_steps(vectors, attention, self.pca),
-            method=self.config.method,
-            generator_id=generator_identity(self.generator),
-        )
+        return navigator_directions(self.navigator, self.pca, self.config.method, self.generator)
+
+
+@torch.no_grad()
+def navigator_directions(navigator: Navigator, pca: PCABasis, method: str, generator: GeneratorLike) -> Directions:
+    """A navigator's directions, attention and suggested steps as the Directions artefact."""
+    vectors = navigator.directions()
+    attention = navigator.attention()
+    return Directions(
+        vectors=vectors,
+        attention=attention,
+        steps=suggest_steps(vectors, attention, pca),
+        method=method,
+        generator_id=generator_identity(generator),
+    )
