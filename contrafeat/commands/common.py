@@ -17,3 +17,11 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def add_command(subparsers: argparse._SubParsersAction, name: str, help_text: str) -> argparse.ArgumentParser:
     """Add a subcommand whose --help shows every option's default."""
     return subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
+
+
+def add_traversal_options(parser: argparse.ArgumentParser, samples: int) -> None:
+    """--samples, --frames, --step-multiplier, --seed: the shape of traversal grids."""
+    parser.add_argument("--samples", type=int, default=samples, help="rows of each grid")
+    parser.add_argument("--frames", type=int, default=7, help="columns of each grid")
+    parser.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (the same for every run compared)")

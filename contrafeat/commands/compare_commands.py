@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrafeat.commands.common import add_command
+from contrafeat.commands.common import add_command, add_traversal_options
 from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import load_directions
 from contrafeat.discovery.methods import method_label
@@ -20,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("runs", type=Path, nargs="+", help="run folders written by `contrafeat discover`")
     compare.add_argument("--out", type=Path, default=Path("compare.html"), help="the HTML page to write")
     compare.add_argument("--checkpoint", default=None, help="generator (default: the one the first run was trained on)")
-    compare.add_argument("--samples", type=int, default=3, help="rows of each grid")
-    compare.add_argument("--frames", type=int, default=7, help="columns of each grid")
-    compare.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
-    compare.add_argument("--seed", type=int, default=0, help="seed of the samples (the same for every run)")
+    add_traversal_options(compare, samples=3)
     compare.set_defaults(handler=run_compare)
 
 

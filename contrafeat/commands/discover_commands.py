@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from contrafeat.commands.common import add_command
+from contrafeat.commands.common import add_command, add_traversal_options
 from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
 from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
@@ -42,10 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     traverse = add_command(subparsers, "traverse", "Write traversal grids, the attention heat-map and report.html of a run.")
     traverse.add_argument("run", type=Path, help="run folder written by `contrafeat discover`")
     traverse.add_argument("--checkpoint", default=None, help="generator (default: the one the run was trained on)")
-    traverse.add_argument("--samples", type=int, default=4, help="rows of each grid")
-    traverse.add_argument("--frames", type=int, default=7, help="columns of each grid")
-    traverse.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
-    traverse.add_argument("--seed", type=int, default=0, help="seed of the samples")
+    add_traversal_options(traverse, samples=4)
     traverse.set_defaults(handler=run_traverse)
 
 
