@@ -8,6 +8,8 @@ temperature 0.5 there is a conventional temperature of 2) or sim / temperature (
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -37,21 +39,17 @@ def nt_xent_loss(changes: torch.Tensor, temperature: float = 0.5, temperature_mo
 
 def has_synthesis_blocks(generator: GeneratorLike) -> bool:
     """Whether the generator's synthesis network exposes its blocks (StyleGAN2 does, shapes3d does not)."""
-    return callable(getattr(getattr(generator, "synthesis", None), "blocks", None))
+    return callable(getattr(getattr(generator, "synthesis", None), "iterate_blocks", None))
 
 
 class SynthesisBlockFeatures:
     """The feature maps after the first `num_blocks` synthesis blocks of a StyleGAN2 generator (not a module: no state)."""
 
     def __init__(self, generator: GeneratorLike, noise_mode: str, num_blocks: int = GENERATOR_BLOCKS) -> None:
-        self.blocks = generator.synthesis.blocks()[:num_blocks]
-        self.noise_mode = noise_mode
+        self.synthesis = generator.synthesis
+        self.noise_mode, self.num_blocks = noise_mode, num_blocks
 
     def of_codes(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """W+ codes [B, L, C] -> one map [B, C_b, R_b, R_b] per block, fed the same W+ layers as the full synthesis."""
-        features, x, image, layer = [], None, None, 0
-        for block in self.blocks:
-            x, image = block(x, image, ws.narrow(1, layer, block.num_conv + 1), self.noise_mode, None)
-            layer += block.num_conv
-            features.append(x)
-        return features
+        blocks = self.synthesis.iterate_blocks(ws, self.noise_mode)
+        return [features for features, _ in itertools.islice(blocks, self.num_blocks)]

@@ -6,7 +6,7 @@ loaders read them from the file. The forward pass follows the official code step
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -199,13 +199,21 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        img = None
+        for _, img in self.iterate_blocks(ws, noise_mode, fused_modconv):
+            pass
+        return img
+
+    def iterate_blocks(
+        self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: bool | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Run the blocks one by one, yielding each block's feature map and the image so far."""
         x = img = None
         w_index = 0
         for block in self.blocks():
-            block_ws = ws.narrow(1, w_index, block.num_conv + 1)
-            x, img = block(x, img, block_ws, noise_mode, fused_modconv)
+            x, img = block(x, img, ws.narrow(1, w_index, block.num_conv + 1), noise_mode, fused_modconv)
             w_index += block.num_conv
-        return img
+            yield x, img
 
 
 class Generator(nn.Module):
