@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
+import torch
+
 from contrafeat.commands import COMMAND_MODULES
 from contrafeat.commands.common import DefaultsHelpFormatter
 from contrafeat.errors import UserError
@@ -17,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Discover, evaluate and apply semantic directions in StyleGAN2 latent spaces.",
         formatter_class=DefaultsHelpFormatter,
     )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads torch may use (default: torch's own choice)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module in COMMAND_MODULES:
@@ -24,11 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(count: int) -> None:
+    """Limit torch's intra-op threads (several processes on few cores otherwise slow each other down)."""
+    if count < 1:
+        raise UserError(f"--threads {count}: expected a positive integer")
+    torch.set_num_threads(count)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors become one line on stderr and exit code 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None:
+            set_threads(args.threads)
         result = args.handler(args)
     except UserError as error:
         print(f"contrafeat: error: {error}", file=sys.stderr)

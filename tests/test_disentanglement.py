@@ -173,3 +173,20 @@ def test_quick_counts_reproduce_the_port_check():
     assert result["factorvae"]["eval_accuracy"] == 1.0
     assert result["mig"]["mig"] > 0.9
     assert result["dci"]["disentanglement"] > 0.9
+
+
+def test_metric_counts_scale_the_quick_or_full_protocol():
+    from contrafeat.evaluation.disentanglement import FULL, metric_counts
+
+    assert metric_counts(quick=True) == QUICK
+    assert metric_counts(quick=False) == FULL
+    assert metric_counts(quick=False, fraction=0.1)["dci"] == {"num_train": 1000, "num_test": 500}
+    assert metric_counts(quick=True, fraction=1e-6)["mig"] == {"num_train": 2}
+    with pytest.raises(UserError, match="metric-fraction"):
+        metric_counts(quick=True, fraction=0.0)
+
+
+def test_a_duplicated_factor_costs_mig_one_factor_share():
+    true = mig_from_samples(*samples(identity, 1500, seed=1))["mig"]
+    copied = mig_from_samples(*samples(duplicated, 1500, seed=1))["mig"]
+    assert copied == pytest.approx(true * 2 / 3, abs=0.03)

@@ -2,6 +2,14 @@
 
 Each module defines `register(subparsers)`, which adds its parsers and sets `handler` on them.
 """
-from contrafeat.commands import compare_commands, discover_commands, gan_commands, sensor_commands, shapes3d_commands
+from contrafeat.commands import (
+    compare_commands,
+    discover_commands,
+    evaluate_commands,
+    gan_commands,
+    mask_analysis_commands,
+    sensor_commands,
+    shapes3d_commands,
+)
 
-COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, sensor_commands]
+COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands]

@@ -1,4 +1,5 @@
-"""`contrafeat shapes3d render`: images of the procedural 3DShapes world with their factor labels."""
+"""`contrafeat shapes3d render` (images of the procedural 3DShapes world with their factor labels) and
+`contrafeat shapes3d train-predictor` (the CNN that reads the factors back off images)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from PIL import Image
 from contrafeat.commands.common import add_command
 from contrafeat.data.shapes3d import FACTOR_NAMES, NUM_IMAGES, NpzWriter, factor_values, index_to_factors, iter_renders
 from contrafeat.errors import UserError
+from contrafeat.evaluation import factor_predictor
 
 RESOLUTIONS = (32, 64, 128)
 LABELS_FILE = "labels.csv"
@@ -30,6 +32,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--npz", type=Path, default=None, help="also write images and labels laid out like the original 3dshapes.npz")
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     render.set_defaults(handler=run_render)
+    register_train_predictor(actions)
+
+
+def register_train_predictor(actions: argparse._SubParsersAction) -> None:
+    train = add_command(
+        actions,
+        "train-predictor",
+        "Train the CNN that reads the six factors off generator images, on renders of the training split; "
+        "print its accuracy on held-out indices.",
+    )
+    train.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
+    train.add_argument("--steps", type=int, default=factor_predictor.DEFAULT_STEPS, help="optimisation steps")
+    train.add_argument("--batch", type=int, default=factor_predictor.DEFAULT_BATCH, help="renders per step")
+    train.add_argument("--lr", type=float, default=factor_predictor.DEFAULT_LR, help="initial Adam learning rate (cosine decay to 0)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the training batches")
+    train.add_argument("--eval-count", type=int, default=factor_predictor.EVAL_COUNT, help="held-out renders scored at the end")
+    train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=run_train_predictor)
 
 
 def choose_indices(count: int | None, render_all: bool, seed: int) -> np.ndarray:
@@ -64,3 +85,20 @@ def write_labels(path: Path, indices: np.ndarray) -> None:
         writer = csv.writer(handle)
         writer.writerow(["index", *FACTOR_NAMES])
         writer.writerows([int(index), *(repr(float(value)) for value in row)] for index, row in zip(indices, labels))
+
+
+def run_train_predictor(args: argparse.Namespace) -> int:
+    accuracy = factor_predictor.train_factor_predictor(
+        args.out,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        resume=args.resume,
+        progress=not args.no_progress,
+        eval_count=args.eval_count,
+    )
+    print(f"wrote {args.out}; accuracy on {args.eval_count} held-out renders:")
+    for name, value in accuracy.items():
+        print(f"  {name:<12} {value:.4f}")
+    return 0

@@ -19,6 +19,20 @@ QUICK: dict[str, dict[str, int]] = {
     "dci": {"num_train": 2000, "num_test": 1000},
 }
 """Reduced sample counts per metric, for quick looks (pass as keyword arguments)."""
+FULL: dict[str, dict[str, int]] = {
+    "factorvae": {"num_train": 10000, "num_eval": 5000, "num_variance_estimate": 10000},
+    "mig": {"num_train": 10000},
+    "dci": {"num_train": 10000, "num_test": 5000},
+}
+"""The disentanglement_lib sample counts (the functions' defaults)."""
+
+
+def metric_counts(quick: bool, fraction: float = 1.0) -> dict[str, dict[str, int]]:
+    """QUICK or FULL counts, each scaled by `fraction` (at least 2, the smallest count any metric accepts)."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"--metric-fraction {fraction}: expected a value in (0, 1]")
+    base = QUICK if quick else FULL
+    return {metric: {name: max(2, int(round(value * fraction))) for name, value in counts.items()} for metric, counts in base.items()}
 
 Representation = Callable[[Any], np.ndarray]
 """Maps a batch of observations to codes [n, D] (the encoder means)."""
@@ -261,9 +275,11 @@ def dci(
     return dci_from_samples(train_codes, train_factors, test_codes, test_factors, random_state, n_jobs)
 
 
-def disentanglement_metrics(sampler: FactorSampler, represent: Representation, seed: int = 0, quick: bool = False) -> dict[str, dict[str, Any]]:
-    """All three metrics, each with its own RandomState(seed); QUICK counts when quick."""
-    counts = QUICK if quick else {name: {} for name in QUICK}
+def disentanglement_metrics(
+    sampler: FactorSampler, represent: Representation, seed: int = 0, quick: bool = False, counts: dict[str, dict[str, int]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """All three metrics, each with its own RandomState(seed); `counts` (default: QUICK when quick, else FULL) sizes them."""
+    counts = counts if counts is not None else metric_counts(quick)
     return {
         "factorvae": factorvae_score(sampler, represent, np.random.RandomState(seed), **counts["factorvae"]),
         "mig": mig(sampler, represent, np.random.RandomState(seed), **counts["mig"]),

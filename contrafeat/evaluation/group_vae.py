@@ -331,6 +331,7 @@ def train_vae(
 
     def save() -> None:
         if checkpoint_path is not None:
+            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_torch_save(training.state_dict(), checkpoint_path)
 
     training.model.train()

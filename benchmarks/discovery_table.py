@@ -1,0 +1,112 @@
+"""The comparison table: every discovery method over several seeds on the shapes3d world, scored side by side.
+
+For each (method, seed): `contrafeat discover` then `contrafeat evaluate` in a subprocess (runs that
+finished earlier are reused, interrupted ones resumed), then mean +- std per method of the attribute
+score and attributes found (fixed and calibrated steps), cosine to the true edits and, through the
+group-VAE distillation, FVM / MIG / DCI; beta-VAE and FactorVAE trained on the images are reference rows.
+Writes discovery_table.csv / .md into --out and prints the Markdown table.
+
+Usage: .venv/bin/python benchmarks/discovery_table.py [--seeds 0 1 2] [--steps 1500] [--jobs 2] [--distill-seeds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from contrafeat.discovery.methods import METHODS, method_spec
+from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
+
+CONTRAFEAT = [sys.executable, "-m", "contrafeat.cli"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="discovery seeds per method")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of the trained methods (default: each method's preset)")
+    parser.add_argument("--distill-seeds", type=int, default=None, help="only the first N seeds get the group-VAE part (default: all)")
+    parser.add_argument("--pairs", type=int, default=20_000, help="pairs per distilled run")
+    parser.add_argument("--vae-steps", type=int, default=3_000, help="group-VAE and reference-VAE training steps")
+    parser.add_argument("--predictor", default="exact", help="attribute predictor of `contrafeat evaluate`")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, each with 1 torch thread per job's share of the cores")
+    parser.add_argument("--work", type=Path, default=Path("benchmark_runs"), help="folder of the run folders")
+    parser.add_argument("--out", type=Path, default=Path("benchmark_results"), help="folder of the tables")
+    return parser.parse_args()
+
+
+def run(command: list[str], log: Path) -> None:
+    """Run a contrafeat command, its output appended to `log`; a failure stops the benchmark with the log named."""
+    with open(log, "a") as handle:
+        handle.write(f"$ {' '.join(command)}\n")
+        handle.flush()
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if result.returncode != 0:
+        raise SystemExit(f"failed (exit {result.returncode}): {' '.join(command)}; see {log}")
+
+
+def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.Namespace, threads: int) -> dict:
+    """One (method, seed) cell: its run folder, reused or resumed when already there, and its metric row."""
+    folder = args.work / f"{method.replace('+', '_')}-seed{seed}"
+    log = args.work / f"{folder.name}.log"
+    base = [*CONTRAFEAT, "--threads", str(threads)]
+    if not (folder / "directions.json").is_file():
+        if (folder / "checkpoint.pt").is_file():
+            command = [*base, "discover", "--resume", str(folder), "--no-progress"]
+        else:
+            command = [*base, "discover", "--method", method, "--seed", str(seed), "--out", str(folder), "--no-progress"]
+            if args.steps is not None and method_spec(method).trains:
+                command += ["--steps", str(args.steps)]
+        run(command, log)
+    evaluate = [*base, "evaluate", str(folder), "--out", str(folder / "evaluation"), "--predictor", args.predictor, "--no-progress"]
+    evaluate += ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)] if distill else ["--no-distill"]
+    run(evaluate, log)
+    stored = json.loads((folder / "evaluation.json").read_text())
+    return {"run": folder.name, "method": method, "seed": seed, **stored["metrics"]}
+
+
+def reference_rows(args: argparse.Namespace, threads: int) -> list[dict]:
+    """beta-VAE and FactorVAE on the procedural images, one row each."""
+    out = args.work / "references"
+    command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress"]
+    run(command + ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)], args.work / "references.log")
+    rows = []
+    for kind in ("beta-vae", "factor-vae"):
+        metrics = json.loads((out / "references" / f"{kind}.json").read_text())["metrics"]
+        rows.append({"run": f"reference {kind}", "method": f"{kind} (on the images)", "seed": 0, **metrics})
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    distill_seeds = len(args.seeds) if args.distill_seeds is None else args.distill_seeds
+    cells = [(method, seed, position < distill_seeds) for position, seed in enumerate(args.seeds) for method in args.methods]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        references = pool.submit(reference_rows, args, threads) if distill_seeds else None
+        futures = [pool.submit(discover_and_evaluate, method, seed, distill, args, threads) for method, seed, distill in cells]
+        rows = [future.result() for future in futures]
+        if references is not None:
+            rows += references.result()
+    elapsed = time.perf_counter() - start
+    order = {method: position for position, method in enumerate(args.methods)}
+    rows.sort(key=lambda row: (order.get(row["method"], len(order)), row["seed"]))
+    table = aggregate(rows)
+    write_tables(rows, args.out / "discovery_runs")
+    csv_path, md_path = write_tables(table, args.out / "discovery_table")
+    steps = f"{args.steps} training steps" if args.steps is not None else "each method's preset steps"
+    print(f"shapes3d world; seeds {args.seeds}; {steps}; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
+    print(f"group VAE on the first {distill_seeds} seed(s): {args.pairs} pairs, {args.vae_steps} steps, quick metric counts")
+    print(to_markdown(table))
+    print(f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s); tables: {csv_path}, {md_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The attribute-change matrix of a set of directions, its disentanglement score and attributes found.
+
+D_ij = | mean over samples of P_j(G(w + e_i d_i)) - P_j(G(w - e_i d_i)) |, rows normalised to max 1;
+score = mean_i (top1_i - top2_i), found = number of distinct row argmaxes. The step e_i is either one
+fixed value for every direction (the published protocol) or calibrated per direction so that the
+edit moves the sensor features by a set amount (`calibration.py`).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from contrafeat.discovery.directions import Directions
+from contrafeat.errors import UserError
+from contrafeat.evaluation.true_edits import factor_difference, has_true_edits
+from contrafeat.gan.interface import GeneratorLike
+
+DEAD_ROW = 1e-9
+"""A row whose largest change is below this moves no attribute: it scores 0 and finds nothing."""
+
+
+class AttributePredictor(Protocol):
+    """Predicts named attribute values of generated samples and measures their signed change."""
+
+    names: list[str]
+
+    def predict(self, generator: GeneratorLike, ws: torch.Tensor) -> torch.Tensor:
+        """Attribute values [B, A] of the samples of W+ codes [B, L, C]."""
+        ...
+
+    def difference(self, after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """Signed change [B, A] between two predictions, in comparable units per attribute."""
+        ...
+
+
+class ExactFactors:
+    """The shapes3d generator's own factor readout `G.factors(ws)`: the exact answer, no image involved."""
+
+    def __init__(self, generator: GeneratorLike) -> None:
+        if not has_true_edits(generator):
+            raise UserError("--predictor exact: this generator has no known factors; use an image predictor (cnn or MODULE:CALLABLE)")
+        self.names = list(generator.factor_names)
+
+    def predict(self, generator: GeneratorLike, ws: torch.Tensor) -> torch.Tensor:
+        return generator.factors(ws)
+
+    def difference(self, after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        return factor_difference(after, before)
+
+
+@dataclass
+class ImageAttributes:
+    """Any image model: renders the codes (const noise) and maps images in [-1, 1] to attributes [B, A]."""
+
+    model: Callable[[torch.Tensor], torch.Tensor]
+    names: list[str]
+    differ: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(default=lambda after, before: after - before)
+
+    def predict(self, generator: GeneratorLike, ws: torch.Tensor) -> torch.Tensor:
+        values = torch.as_tensor(self.model(generator.synthesis(ws, noise_mode="const"))).float()
+        if values.ndim != 2 or values.shape != (ws.shape[0], len(self.names)):
+            raise UserError(f"attribute predictor: expected values of shape [{ws.shape[0]}, {len(self.names)}], got {list(values.shape)}")
+        return values
+
+    def difference(self, after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        return self.differ(after, before)
+
+
+def shapes3d_cnn_attributes() -> ImageAttributes:
+    """The bundled CNN trained on procedural renders: the image-based predictor of the shapes3d world."""
+    from contrafeat.data.shapes3d import FACTOR_NAMES
+    from contrafeat.evaluation.factor_predictor import load_factor_predictor
+
+    model = load_factor_predictor()
+
+    def predict_values(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model.predict_values(images.to(next(model.parameters()).device)).cpu()
+
+    return ImageAttributes(predict_values, list(FACTOR_NAMES), factor_difference)
+
+
+def user_attributes(spec: str) -> ImageAttributes:
+    """MODULE:CALLABLE -> that callable as an image predictor; its `names` attribute (if any) names the outputs."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UserError(f"--predictor {spec!r}: expected exact, cnn or MODULE:CALLABLE (a function of images in [-1, 1] -> [B, A])")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"--predictor {spec!r}: cannot import it ({error})") from error
+    names = getattr(function, "names", None)
+    if names is None:
+        raise UserError(f"--predictor {spec!r}: the callable needs a `names` attribute listing its outputs")
+    return ImageAttributes(function, list(names))
+
+
+def build_predictor(spec: str, generator: GeneratorLike) -> AttributePredictor:
+    """`exact`, `cnn` (both shapes3d only) or MODULE:CALLABLE."""
+    if spec == "exact":
+        return ExactFactors(generator)
+    if spec == "cnn":
+        if not has_true_edits(generator):
+            raise UserError("--predictor cnn: the bundled CNN reads shapes3d images only; pass MODULE:CALLABLE for this generator")
+        return shapes3d_cnn_attributes()
+    return user_attributes(spec)
+
+
+def evaluation_codes(generator: GeneratorLike, num_samples: int, seed: int, truncation_psi: float) -> torch.Tensor:
+    """The W+ codes every direction is judged on: mapping(z) with truncation, broadcast, [N, L, C]."""
+    z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=truncation_psi)
+    return w[:, None, :].repeat(1, generator.num_ws, 1)
+
+
+@torch.no_grad()
+def attribute_change_matrix(
+    generator: GeneratorLike,
+    directions: Directions,
+    predictor: AttributePredictor,
+    steps: torch.Tensor,
+    num_samples: int = 500,
+    seed: int = 0,
+    truncation_psi: float = 0.5,
+    batch_size: int = 250,
+) -> torch.Tensor:
+    """[K, A]: |mean signed change| of each attribute between w - e_i*edit_i and w + e_i*edit_i."""
+    if steps.shape != (directions.count,):
+        raise ValueError(f"steps: expected [{directions.count}], got {list(steps.shape)}")
+    codes = evaluation_codes(generator, num_samples, seed, truncation_psi)
+    rows = []
+    for index in range(directions.count):
+        total = torch.zeros(len(predictor.names))
+        for chunk in codes.split(batch_size):
+            step = float(steps[index])
+            after = predictor.predict(generator, directions.apply(chunk, index, step))
+            before = predictor.predict(generator, directions.apply(chunk, index, -step))
+            total += predictor.difference(after, before).sum(0).cpu()
+        rows.append((total / num_samples).abs())
+    return torch.stack(rows)
+
+
+@dataclass
+class AttributeScores:
+    """Scores of one attribute-change matrix."""
+
+    score: float
+    found: int
+    score_before_norm: float
+    row_argmax: list[int | None]
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"score": self.score, "found": self.found, "score_before_norm": self.score_before_norm}
+
+
+def top_two_gap(rows: torch.Tensor) -> torch.Tensor:
+    """Largest minus second largest entry of each row (the entry itself when there is one column)."""
+    if rows.shape[1] == 1:
+        return rows[:, 0]
+    top = rows.topk(2, dim=1).values
+    return top[:, 0] - top[:, 1]
+
+
+def score_matrix(matrix: torch.Tensor) -> AttributeScores:
+    """Row-normalised disentanglement score, distinct attributes found, and the raw-matrix score."""
+    matrix = matrix.double()
+    peak = matrix.max(dim=1).values
+    alive = peak > DEAD_ROW
+    normalised = torch.where(alive[:, None], matrix / peak.clamp_min(DEAD_ROW)[:, None], torch.zeros_like(matrix))
+    argmax = [int(row.argmax()) if live else None for row, live in zip(normalised, alive)]
+    return AttributeScores(
+        score=float(top_two_gap(normalised).mean()),
+        found=len({column for column in argmax if column is not None}),
+        score_before_norm=float(top_two_gap(matrix).mean()),
+        row_argmax=argmax,
+    )

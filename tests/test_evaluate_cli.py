@@ -1,0 +1,91 @@
+"""`contrafeat evaluate` end to end at tiny sizes: discover -> pairs -> group VAE -> FVM / MIG / DCI, and its tables."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from contrafeat.cli import main
+from contrafeat.evaluation.tables import aggregate, mean_std, to_csv, to_markdown
+
+TINY_EVALUATION = ["--samples", "20", "--pairs", "24", "--vae-steps", "2", "--metric-fraction", "0.01", "--sensor", "random-alexnet", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CONTRAFEAT_CACHE", str(cache))
+    run = tmp_path_factory.mktemp("runs") / "bi"
+    code = main(
+        ["discover", "--method", "contra-bi", "--steps", "2", "--batch-size", "2", "--num-directions", "3", "--subspace-dim", "4",
+         "--pca-samples", "2000", "--sensor", "random-alexnet", "--out", str(run), "--no-progress"]
+    )
+    assert code == 0
+    yield run
+    patch.undo()
+
+
+def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert main(["evaluate", str(tiny_run), "--out", str(out), *TINY_EVALUATION]) == 0
+    stored = json.loads((tiny_run / "evaluation.json").read_text())
+    metrics = stored["metrics"]
+    for key in ("score_fixed", "score_calibrated", "true_edit_cos", "fvm", "mig", "dci"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert 1 <= metrics["found_fixed"] <= 3 and 1 <= metrics["found_calibrated"] <= 3
+    assert 1 <= metrics["directions_kept"] <= 3
+    assert len(stored["details"]["fixed_matrix"]) == 3 and len(stored["details"]["fixed_matrix"][0]) == 6
+    assert (tiny_run / "evaluation" / "pairs" / "pairs.json").is_file()
+    assert (tiny_run / "evaluation" / "group_vae_label.pt").is_file()
+    assert (tiny_run / "attribute_matrix.png").stat().st_size > 1000
+    with open(out / "evaluation.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["method"] == "contra-bi" and float(rows[0]["fvm"]) == pytest.approx(metrics["fvm"])
+    printed = capsys.readouterr()
+    assert "| contra-bi | 1 |" in printed.out
+
+    assert main(["evaluate", str(tiny_run), "--out", str(out), *TINY_EVALUATION]) == 0
+    assert "using evaluation.json made earlier" in capsys.readouterr().err
+
+
+def test_reference_rows_are_trained_on_the_images(tiny_run, tmp_path, capsys):
+    out = tmp_path / "tables"
+    assert main(["evaluate", "--references", "--out", str(out), *TINY_EVALUATION]) == 0
+    table = (out / "evaluation.md").read_text()
+    assert "beta-vae (on the data)" in table and "factor-vae (on the data)" in table
+    assert json.loads((out / "references" / "beta-vae.json").read_text())["metrics"].keys() == {"fvm", "mig", "dci"}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--samples", "0"], "--samples 0"),
+        (["--fixed-step", "-1"], "--fixed-step"),
+        (["--predictor", "nonsense"], "--predictor 'nonsense'"),
+        (["--metric-fraction", "2"], "--metric-fraction 2"),
+    ],
+)
+def test_bad_evaluate_options_are_one_line_errors(tiny_run, tmp_path, capsys, extra, message):
+    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path), "--no-distill", *extra]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+
+
+def test_evaluate_without_runs_is_an_error(capsys):
+    assert main(["evaluate"]) == 2
+    assert "give run folders" in capsys.readouterr().err
+
+
+def test_tables_average_per_method_with_sample_std():
+    rows = [{"method": "a", "seed": 0, "fvm": 0.5}, {"method": "a", "seed": 1, "fvm": 0.7}, {"method": "b", "seed": 0, "fvm": 0.1, "mig": 0.2}]
+    table = aggregate(rows)
+    assert [row["method"] for row in table] == ["a", "b"]
+    assert table[0]["runs"] == 2 and table[0]["fvm"] == pytest.approx((0.6, mean_std([0.5, 0.7])[1]))
+    assert mean_std([0.5, 0.7])[1] == pytest.approx(0.1414, abs=1e-4)
+    assert "mig" not in table[0]
+    markdown = to_markdown(table)
+    assert markdown.splitlines()[2] == "| a | 2 | 0.600 ± 0.141 |  |"
+    header = to_csv(table).splitlines()[0].split(",")
+    assert header == ["method", "runs", "fvm", "fvm_std", "mig", "mig_std"]
