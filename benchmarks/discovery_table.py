@@ -35,6 +35,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, default=3_000, help="group-VAE and reference-VAE training steps")
     parser.add_argument("--predictor", default="exact", help="attribute predictor of `contrafeat evaluate`")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each with 1 torch thread per job's share of the cores")
+    parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate the cells whose evaluation is already there")
     parser.add_argument("--work", type=Path, default=Path("benchmark_runs"), help="folder of the run folders")
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"), help="folder of the tables")
     return parser.parse_args()
@@ -50,9 +51,18 @@ def run(command: list[str], log: Path) -> None:
         raise SystemExit(f"failed (exit {result.returncode}): {' '.join(command)}; see {log}")
 
 
+def cell_folder(args: argparse.Namespace, method: str, seed: int) -> Path:
+    return args.work / f"{method.replace('+', '_')}-seed{seed}"
+
+
+def metric_row(folder: Path, method: str, seed: int) -> dict:
+    stored = json.loads((folder / "evaluation.json").read_text())
+    return {"run": folder.name, "method": method, "seed": seed, **stored["metrics"]}
+
+
 def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.Namespace, threads: int) -> dict:
     """One (method, seed) cell: its run folder, reused or resumed when already there, and its metric row."""
-    folder = args.work / f"{method.replace('+', '_')}-seed{seed}"
+    folder = cell_folder(args, method, seed)
     log = args.work / f"{folder.name}.log"
     base = [*CONTRAFEAT, "--threads", str(threads)]
     if not (folder / "directions.json").is_file():
@@ -66,18 +76,32 @@ def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.
     evaluate = [*base, "evaluate", str(folder), "--out", str(folder / "evaluation"), "--predictor", args.predictor, "--no-progress"]
     evaluate += ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)] if distill else ["--no-distill"]
     run(evaluate, log)
-    stored = json.loads((folder / "evaluation.json").read_text())
-    return {"run": folder.name, "method": method, "seed": seed, **stored["metrics"]}
+    return metric_row(folder, method, seed)
 
 
-def reference_rows(args: argparse.Namespace, threads: int) -> list[dict]:
-    """beta-VAE and FactorVAE on the procedural images, one row each."""
+def finished_rows(args: argparse.Namespace) -> list[dict]:
+    """The rows of the cells (and reference VAEs) evaluated so far, running nothing."""
+    rows = [
+        metric_row(cell_folder(args, method, seed), method, seed)
+        for seed in args.seeds
+        for method in args.methods
+        if (cell_folder(args, method, seed) / "evaluation.json").is_file()
+    ]
+    return rows + reference_rows(args, threads=1, run_missing=False)
+
+
+def reference_rows(args: argparse.Namespace, threads: int, run_missing: bool = True) -> list[dict]:
+    """beta-VAE and FactorVAE on the procedural images, one row each (only those already there unless run_missing)."""
     out = args.work / "references"
-    command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress"]
-    run(command + ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)], args.work / "references.log")
+    if run_missing:
+        command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress"]
+        run(command + ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)], args.work / "references.log")
     rows = []
     for kind in ("beta-vae", "factor-vae"):
-        metrics = json.loads((out / "references" / f"{kind}.json").read_text())["metrics"]
+        stored = out / "references" / f"{kind}.json"
+        if not stored.is_file():
+            continue
+        metrics = json.loads(stored.read_text())["metrics"]
         rows.append({"run": f"reference {kind}", "method": f"{kind} (on the images)", "seed": 0, **metrics})
     return rows
 
@@ -89,12 +113,15 @@ def main() -> None:
     distill_seeds = len(args.seeds) if args.distill_seeds is None else args.distill_seeds
     cells = [(method, seed, position < distill_seeds) for position, seed in enumerate(args.seeds) for method in args.methods]
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        references = pool.submit(reference_rows, args, threads) if distill_seeds else None
-        futures = [pool.submit(discover_and_evaluate, method, seed, distill, args, threads) for method, seed, distill in cells]
-        rows = [future.result() for future in futures]
-        if references is not None:
-            rows += references.result()
+    if args.only_finished:
+        rows = finished_rows(args)
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            references = pool.submit(reference_rows, args, threads) if distill_seeds else None
+            futures = [pool.submit(discover_and_evaluate, method, seed, distill, args, threads) for method, seed, distill in cells]
+            rows = [future.result() for future in futures]
+            if references is not None:
+                rows += references.result()
     elapsed = time.perf_counter() - start
     order = {method: position for position, method in enumerate(args.methods)}
     rows.sort(key=lambda row: (order.get(row["method"], len(order)), row["seed"]))
@@ -105,7 +132,8 @@ def main() -> None:
     print(f"shapes3d world; seeds {args.seeds}; {steps}; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
     print(f"group VAE on the first {distill_seeds} seed(s): {args.pairs} pairs, {args.vae_steps} steps, quick metric counts")
     print(to_markdown(table))
-    print(f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s); tables: {csv_path}, {md_path}")
+    timing = "finished cells only" if args.only_finished else f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s)"
+    print(f"{timing}; tables: {csv_path}, {md_path}")
 
 
 if __name__ == "__main__":
