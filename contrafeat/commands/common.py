@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from contrafeat.discovery.config import load_config
+from contrafeat.errors import UserError
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -25,3 +29,13 @@ def add_traversal_options(parser: argparse.ArgumentParser, samples: int) -> None
     parser.add_argument("--frames", type=int, default=7, help="columns of each grid")
     parser.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples (the same for every run compared)")
+
+
+def run_checkpoint(run_dir: Path, explicit: str | None) -> str:
+    """The generator to use with a run: the explicit one, else the checkpoint in the run's config.yaml."""
+    if explicit is not None:
+        return explicit
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: no config.yaml to tell the generator; pass --checkpoint")
+    return load_config(config_path).checkpoint
