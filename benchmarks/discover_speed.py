@@ -2,20 +2,27 @@
 
 Prints, per method: steps/s and images/s of the trainer, the time of one forward+backward of the
 generator and the sensor on the same number of images, and their ratio (the trainer's overhead).
-Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2]
+Then images/s of 1 against 2 data-parallel gloo processes on the CPU (same global batch, `--threads`
+threads each) for every method that can split its batch, and fp32 against autocast on a GPU when one exists.
+Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2] [--parallel-steps 5]
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
+from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
+from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import build_navigator, build_objective
-from contrafeat.discovery.subspace import compute_pca
+from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.features import build_sensor
 from contrafeat.gan.zoo import load_generator
@@ -34,35 +41,123 @@ def time_bare(generator, sensor, num_images: int, repeats: int) -> float:
     return min(timings[1:])
 
 
-def time_trainer(trainer: Trainer, steps: int) -> float:
-    """Seconds per trainer step (after one warm-up step)."""
-    trainer.train_step()
+def time_trainer(trainer: Trainer, steps: int, warm_up: bool = True) -> float:
+    """Seconds per trainer step (after one warm-up step unless the caller made it)."""
+    if warm_up:
+        trainer.train_step()
+    if trainer.runtime.device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
+    if trainer.runtime.device.type == "cuda":
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
+
+
+def overhead_table(pca: PCABasis, steps: int) -> None:
+    """Per method: the trainer's steps/s and images/s against one bare generator + sensor pass on as many images."""
+    print(f"{'method':10s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
+    for method in ("contra-bi", "contra-pt"):
+        with tempfile.TemporaryDirectory() as folder:
+            trainer = build_trainer(method, pca, Path(folder))
+            step_seconds = time_trainer(trainer, steps)
+        images = int(trainer.objective.images_per_code * trainer.config.batch_size)
+        bare_seconds = time_bare(trainer.generator, trainer.features.sensor, images, repeats=steps // 4 + 1)
+        print(
+            f"{method:10s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
+        )
+
+
+PARALLEL_METHODS = ("contra-bi", "contra-pt", "recog+att")
+"""The trained methods whose loss is a mean over the batch (LatentCLR's NT-Xent couples the batch: one process only)."""
+
+
+def build_trainer(method: str, pca: PCABasis, run_dir: Path, runtime: Runtime | None = None, **overrides) -> Trainer:
+    """A shapes3d trainer of `method` with the preset's batch, on the runtime's device."""
+    device = runtime.device if runtime else torch.device("cpu")
+    config = build_config("shapes3d", None, {"method": method, **overrides})
+    generator = load_generator("shapes3d", device=device)
+    sensor = build_sensor(config.sensor, input_size=config.sensor_input_size).to(device)
+    return Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir, runtime)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def time_rank(rank: int, world_size: int, port: int, method: str, pca_path: Path, steps: int, threads: int, result: Path) -> None:
+    """One spawned rank: train `steps` steps after a warm-up; rank 0 writes the seconds per step."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    runtime = distributed.start("cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = build_trainer(method, PCABasis.load(pca_path), Path(folder), runtime)
+        trainer.train_step()
+        if runtime.distributed:
+            dist.barrier()
+        seconds = time_trainer(trainer, steps, warm_up=False)
+    distributed.stop(runtime)
+    if runtime.is_main:
+        result.write_text(str(seconds))
+
+
+def time_processes(method: str, pca_path: Path, world_size: int, steps: int, threads: int) -> float:
+    """Seconds per step of `method` trained by `world_size` gloo processes on the CPU."""
+    result = pca_path.with_name(f"seconds-{method}-{world_size}.txt")
+    torch.multiprocessing.spawn(time_rank, args=(world_size, free_port(), method, pca_path, steps, threads, result), nprocs=world_size)
+    return float(result.read_text())
+
+
+def compare_processes(pca: PCABasis, steps: int, threads: int) -> None:
+    """images/s of 1 and 2 data-parallel processes on the same global batch, per method, and their ratio."""
+    print(f"\ndata-parallel on the CPU ({threads} thread(s) per process, same global batch)")
+    print(f"{'method':10s} {'1 proc img/s':>12s} {'2 proc img/s':>12s} {'ratio':>6s}")
+    with tempfile.TemporaryDirectory() as folder:
+        pca_path = Path(folder) / "pca.safetensors"
+        pca.save(pca_path)
+        for method in PARALLEL_METHODS:
+            config = build_config("shapes3d", None, {"method": method})
+            images = build_objective(config, load_generator("shapes3d")).images_per_code * config.batch_size
+            one, two = (time_processes(method, pca_path, world, steps, threads) for world in (1, 2))
+            print(f"{method:10s} {images / one:12.1f} {images / two:12.1f} {one / two:6.2f}")
+    print("latentclr: its NT-Xent couples the whole batch, so it trains in one process only")
+
+
+def compare_precisions(pca: PCABasis, steps: int) -> None:
+    """images/s of fp32 against bf16 and fp16 autocast on the GPU, per method."""
+    if not torch.cuda.is_available():
+        print("\nprecision: no CUDA device here; fp32 against autocast skipped")
+        return
+    runtime = Runtime(device=torch.device("cuda"))
+    print(f"\nautocast on {torch.cuda.get_device_name()}")
+    print(f"{'method':10s} {'fp32 img/s':>10s} {'bf16 img/s':>10s} {'fp16 img/s':>10s}")
+    for method in PARALLEL_METHODS:
+        rates = []
+        for precision in ("fp32", "bf16", "fp16"):
+            with tempfile.TemporaryDirectory() as folder:
+                trainer = build_trainer(method, pca, Path(folder), runtime, precision=precision, channels_last=True)
+                seconds = time_trainer(trainer, steps)
+            rates.append(trainer.objective.images_per_code * trainer.config.batch_size / seconds)
+        print(f"{method:10s} " + " ".join(f"{rate:10.1f}" for rate in rates) + f"   bf16/fp32 {rates[1] / rates[0]:.2f}  fp16/fp32 {rates[2] / rates[0]:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel-steps", type=int, default=5, help="timed steps of the 1 vs 2 process comparison")
+    parser.add_argument("--parallel-threads", type=int, default=1, help="threads of each process in that comparison")
+    parser.add_argument("--skip-overhead", action="store_true", help="only the data-parallel and precision comparisons")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    generator = load_generator("shapes3d")
-    pca = compute_pca(generator, num_samples=50_000, progress=False)
-    print(f"{'method':10s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
-    for method in ("contra-bi", "contra-pt"):
-        config = build_config("shapes3d", None, {"method": method})
-        sensor = build_sensor(config.sensor, input_size=config.sensor_input_size)
-        with tempfile.TemporaryDirectory() as folder:
-            trainer = Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), Path(folder))
-            step_seconds = time_trainer(trainer, args.steps)
-        images = int(trainer.objective.images_per_code * config.batch_size)
-        bare_seconds = time_bare(generator, sensor, images, repeats=args.steps // 4 + 1)
-        print(
-            f"{method:10s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
-        )
+    pca = compute_pca(load_generator("shapes3d"), num_samples=50_000, progress=False)
+    if not args.skip_overhead:
+        overhead_table(pca, args.steps)
+    compare_processes(pca, args.parallel_steps, args.parallel_threads)
+    compare_precisions(pca, args.steps)
 
 
 if __name__ == "__main__":

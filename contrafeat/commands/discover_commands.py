@@ -9,9 +9,12 @@ from pathlib import Path
 import torch
 
 from contrafeat.commands.common import add_command, add_traversal_options
+from contrafeat.discovery import distributed
 from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
+from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
+from contrafeat.discovery.precision import accelerate_sensor, check_precision
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, navigator_directions
 from contrafeat.errors import UserError
@@ -25,7 +28,8 @@ from contrafeat.viz.images import save_image_grid
 from contrafeat.viz.report import write_report
 from contrafeat.viz.traversal import write_traversals
 
-RESUME_OVERRIDABLE = ("steps", "checkpoint_every", "log_every", "device")
+RESUME_OVERRIDABLE = ("steps", "checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
+"""Options that change how a run executes (where, in what chunks, how fast), not what it learns."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,17 +66,11 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {spec.name: getattr(args, spec.name) for spec in config_fields()}
 
 
-def _prepare_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
-    """The config and run folder: a new run, or an existing one to resume (only some options may change)."""
+def _read_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
+    """The config and run folder (nothing written): a new run, or an existing one to resume (only some options may change)."""
     overrides = _overrides(args)
     if args.resume is None:
-        config = build_config(args.preset, args.config, overrides)
-        run_dir = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / META_FILE).exists():
-            raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-        return config, run_dir, False
+        return build_config(args.preset, args.config, overrides), args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), False
     run_dir = args.resume
     if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
         raise UserError(f"--resume {run_dir}: expected a run folder with config.yaml and {CHECKPOINT_FILE}")
@@ -84,28 +82,57 @@ def _prepare_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]
         if overrides[name] is not None:
             setattr(config, name, overrides[name])
     config.validate()
-    save_config(config, run_dir / "config.yaml")
     return config, run_dir, True
 
 
+def _write_run(config: DiscoveryConfig, run_dir: Path, resuming: bool) -> None:
+    """Create a new run folder (refusing to overwrite a run) and save config.yaml."""
+    if not resuming:
+        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / META_FILE).exists():
+            raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+
+
 def run_discover(args: argparse.Namespace) -> int:
-    config, run_dir, resuming = _prepare_run(args)
-    progress = not args.no_progress
-    print(f"run folder: {run_dir}", file=sys.stderr)
-    generator = load_generator(config.checkpoint, device=config.device)
-    print(describe_method(config, generator), file=sys.stderr)
+    """Train (data-parallel under torchrun) and, on rank 0, write the directions, pictures and report."""
+    config, run_dir, resuming = _read_run(args)
+    runtime = distributed.start(config.device)
+    try:
+        check_precision(config.precision, runtime.device)
+        if runtime.is_main:
+            _write_run(config, run_dir, resuming)
+            print(f"run folder: {run_dir} ({runtime.world_size} process(es) on {runtime.device})", file=sys.stderr)
+        _discover(config, run_dir, resuming, runtime, progress=not args.no_progress)
+    finally:
+        distributed.stop(runtime)
+    return 0
+
+
+def _discover(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool) -> None:
+    """Everything after the run folder exists: models, PCA, training, then rank 0's artefacts."""
+    progress = progress and runtime.is_main
+    generator = load_generator(config.checkpoint, device=runtime.device)
+    if runtime.is_main:
+        print(describe_method(config, generator), file=sys.stderr)
     sensor = None
     if uses_sensor(config, generator):
-        sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size).to(config.device)
-    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress)
-    pca.save(run_dir / "pca.safetensors")
+        sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size)
+        sensor = accelerate_sensor(sensor.to(runtime.device), runtime.device, config.channels_last, config.compile)
+    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress) if runtime.is_main else None
+    pca = distributed.broadcast_from_main(pca, runtime)
+    if runtime.is_main:
+        pca.save(run_dir / "pca.safetensors")
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     if objective is not None:
-        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir)
+        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
         if resuming:
             trainer.load_checkpoint()
-            print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
+            if runtime.is_main:
+                print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
         trainer.run(progress=progress)
+    if not runtime.is_main:
+        return
     directions = navigator_directions(navigator, pca, config.method, generator)
     directions.save(run_dir)
     prototypes = getattr(objective, "prototypes", None)
@@ -113,7 +140,6 @@ def run_discover(args: argparse.Namespace) -> int:
         with torch.no_grad():
             save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(directions.count, 10))
     publish(run_dir, generator, directions, pca)
-    return 0
 
 
 def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, **traversal_options) -> None:

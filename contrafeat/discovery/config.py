@@ -10,6 +10,7 @@ import yaml
 
 from contrafeat.discovery.latentclr import TEMPERATURE_MODES
 from contrafeat.discovery.methods import CONTRAST_LOSSES, METHODS, contrast_loss, method_spec
+from contrafeat.discovery.precision import PRECISIONS
 from contrafeat.errors import UserError
 
 LATENTCLR_FEATURES = ("auto", "generator", "sensor")
@@ -44,7 +45,20 @@ class DiscoveryConfig:
     seed: int = field(default=0, metadata={"help": "seed of every random draw"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between atomic checkpoints"})
     log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
-    device: str = field(default="cpu", metadata={"help": "torch device"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda or mps; under torchrun each rank uses cuda:LOCAL_RANK"},
+    )
+    micro_batch: int | None = field(
+        default=None,
+        metadata={"help": "codes per forward pass of one process; gradients accumulate over the process's share of the batch (default: all of it)"},
+    )
+    precision: str = field(
+        default="fp32",
+        metadata={"help": "generator and sensor autocast: fp32, bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling)"},
+    )
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory layout for the sensor (CUDA)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the sensor"})
     latentclr_features: str = field(
         default="auto",
         metadata={"help": "LatentCLR's features: generator (first 3 synthesis blocks), sensor, or auto (generator when it has blocks)"},
@@ -69,6 +83,7 @@ class DiscoveryConfig:
             "noise_mode": ("random", "const", "none"),
             "latentclr_features": LATENTCLR_FEATURES,
             "latentclr_temperature_mode": TEMPERATURE_MODES,
+            "precision": PRECISIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -77,6 +92,8 @@ class DiscoveryConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"--{_flag(name)} {getattr(self, name)}: expected a positive integer")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise UserError(f"--micro-batch {self.micro_batch}: expected a positive integer")
         if self.latentclr_temperature <= 0:
             raise UserError(f"--latentclr-temperature {self.latentclr_temperature}: expected a positive number")
         if self.num_directions < 2:
@@ -99,6 +116,12 @@ class DiscoveryConfig:
             raise UserError(f"--steps {self.steps}: method {self.method} has nothing to train; expected 0 (leave --steps out)")
         if contrast_loss(self) == "bi" and (self.batch_size < 2 or self.batch_size % 2):
             raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
+        if contrast_loss(self) == "bi" and self.micro_batch is not None and self.micro_batch % 2:
+            raise UserError(f"--micro-batch {self.micro_batch}: the Bi loss works on pairs of codes; expected an even number")
+        if spec.objective == "latentclr" and self.micro_batch is not None and self.micro_batch < self.batch_size:
+            raise UserError(
+                f"--micro-batch {self.micro_batch}: LatentCLR's NT-Xent couples every code of the batch; leave --micro-batch out"
+            )
         if spec.objective == "latentclr" and self.batch_size < 2:
             raise UserError(f"--batch-size {self.batch_size}: LatentCLR's positives are the same direction on other codes; expected >= 2")
 

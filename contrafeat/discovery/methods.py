@@ -119,7 +119,7 @@ def build_navigator(config: DiscoveryConfig, generator: GeneratorLike, pca: PCAB
         direction_mode="learned" if learned else "fixed",
         attention_mode=config.attention,
         seed=config.seed,
-    ).to(config.device)
+    )
 
 
 def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective | None:
@@ -140,7 +140,7 @@ def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Object
     if objective == "recog":
         return Recog(
             config.num_directions, config.step_scale, config.recog_shift_weight, config.recog_width, config.recog_depth, config.seed
-        ).to(config.device)
+        )
     if contrast_loss(config) == "bi":
         return ContrastBi(config.step_scale, config.mask, config.cos_mode)
     return ContrastPt(
@@ -150,4 +150,4 @@ def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Object
         config.mask,
         config.cos_mode,
         seed=config.seed,
-    ).to(config.device)
+    )

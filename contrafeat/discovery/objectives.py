@@ -8,58 +8,99 @@ from torch import nn
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
 from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_steps
 from contrafeat.discovery.navigator import Navigator
+from contrafeat.discovery.precision import autocast
 from contrafeat.discovery.reconstructor import Reconstructor
 from contrafeat.gan.interface import GeneratorLike
+
+Draws = dict[str, torch.Tensor]
+"""One step's random values: tensors [U, ...] hold one row per unit of the batch, 0-d tensors one value per step."""
 
 
 class FeatureSource:
     """Renders of W+ codes and sensor features of them or of given images (kept out of the objectives' state).
 
     `sensor` is None for objectives that read no sensor features (Recog, LatentCLR on generator features).
+    Both forward passes run under the autocast of `precision` (see `contrafeat.discovery.precision`); what
+    they return is float32, so the losses never see reduced precision.
     """
 
-    def __init__(self, generator: GeneratorLike, sensor: nn.Module | None, noise_mode: str) -> None:
+    def __init__(
+        self,
+        generator: GeneratorLike,
+        sensor: nn.Module | None,
+        noise_mode: str,
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ) -> None:
         self.generator, self.sensor, self.noise_mode = generator, sensor, noise_mode
+        self.precision, self.channels_last = precision, channels_last
 
     def render(self, ws: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, H, W] of W+ codes [B, L, C], with the training noise mode."""
-        return self.generator.synthesis(ws, noise_mode=self.noise_mode)
+        with autocast(self.precision, ws.device):
+            return self.generator.synthesis(ws, noise_mode=self.noise_mode).float()
 
     def of_codes(self, ws: torch.Tensor) -> list[torch.Tensor]:
         """Features of the images rendered from W+ codes [B, L, C], with the training noise mode."""
-        return self.sensor(self.render(ws))
+        return self.of_images(self.render(ws))
 
     def of_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Features of images [B, 3, H, W] in [-1, 1]."""
-        return self.sensor(images)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.precision, images.device):
+            return [features.float() for features in self.sensor(images)]
 
 
 class Objective(nn.Module):
     """A loss on top of the navigator; its own parameters (prototypes, a reconstructor) train alongside.
 
+    A batch of codes is arranged in units of `codes_per_unit` codes (Bi: a pair w1, w2); `draw` makes every
+    random value of a step for all units at once, and `compute` takes any subset of units with their rows of
+    the draws. When `separable`, each loss term is a mean over units, so a batch split into shares (ranks,
+    micro-batches) gives the full batch's loss as the share-size-weighted sum of the shares' losses.
     `images_per_code` is the number of generator renders per code of the batch (for the images/s log).
     """
 
     images_per_code: float = 1.0
+    codes_per_unit: int = 1
+    separable: bool = True
+
+    def units(self, ws: torch.Tensor) -> torch.Tensor:
+        """Codes [B, L, C] -> units [B // c, c, L, C]; unit u holds codes u, u + B//c, ... (c = codes_per_unit)."""
+        count = ws.shape[0] // self.codes_per_unit
+        return ws[: count * self.codes_per_unit].unflatten(0, (self.codes_per_unit, count)).transpose(0, 1)
+
+    def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
+        raise NotImplementedError
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The loss terms of a whole batch of codes [B, L, C]."""
+        units = self.units(ws)
+        return self.compute(units, self.draw(units.shape[0], navigator.num_directions, rng), navigator, features)
 
 
 class ContrastBi(Objective):
     """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
 
     images_per_code = 2.5
+    codes_per_unit = 2
 
     def __init__(self, step_scale: float, mask: str, cos_mode: str) -> None:
         super().__init__()
         self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
 
-    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        half = ws.shape[0] // 2
-        w1, w2 = ws[:half], ws[half : 2 * half]
-        i, j, s, s_negative = sample_bi_indices(navigator.num_directions, half, rng, self.step_scale)
-        i, j, s, s_negative = (t.to(ws.device) for t in (i, j, s, s_negative))
+    def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
+        i, j, s, s_negative = sample_bi_indices(num_directions, units, rng, self.step_scale)
+        return {"i": i, "j": j, "s": s, "s_negative": s_negative}
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        half = units.shape[0]
+        w1, w2 = units[:, 0], units[:, 1]
+        i, j, s, s_negative = (draws[name].to(units.device) for name in ("i", "j", "s", "s_negative"))
         with torch.no_grad():
             base = features.of_codes(torch.cat([w1, w2]))
         edited = features.of_codes(torch.cat([navigator.apply(w1, i, s), navigator.apply(w2, i, s), navigator.apply(w2, j, s_negative)]))
@@ -83,11 +124,15 @@ class ContrastPt(Objective):
         self.prototypes = Prototypes(num_directions, resolution, seed=seed)
         self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
 
-    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        batch = ws.shape[0]
-        query = torch.randint(navigator.num_directions, (batch,), generator=rng).to(ws.device)
-        strength = sample_steps(batch, rng, self.step_scale).to(ws.device)
-        mirror = bool(torch.rand((), generator=rng) < 0.5)
+    def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
+        query = torch.randint(num_directions, (units,), generator=rng)
+        strength = sample_steps(units, rng, self.step_scale)
+        return {"query": query, "strength": strength, "mirror": torch.rand((), generator=rng) < 0.5}
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        ws, batch = units[:, 0], units.shape[0]
+        query, strength = draws["query"].to(ws.device), draws["strength"].to(ws.device)
+        mirror = bool(draws["mirror"])
         edited = features.of_codes(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
         change = feature_changes([f[:batch] for f in edited], [f[batch:] for f in edited])
         prototype_features = features.of_images(self.prototypes.patterns(mirror))
@@ -101,6 +146,8 @@ class LatentCLR(Objective):
     Features come from the generator's first synthesis blocks when `generator` is given, else from the
     sensor. Renders (K + 1) B codes per step.
     """
+
+    separable = False
 
     def __init__(
         self,
@@ -117,11 +164,15 @@ class LatentCLR(Objective):
         self.step_scale, self.temperature, self.temperature_mode, self.cos_mode = step_scale, temperature, temperature_mode, cos_mode
         self.block_features = SynthesisBlockFeatures(generator, noise_mode) if generator is not None else None
 
-    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
+    def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
+        """Strengths [U, K] of every direction on every code (drawn direction-major, as the reference code)."""
+        return {"strength": sample_steps(num_directions * units, rng, self.step_scale).view(num_directions, units).T}
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
         extract = self.block_features.of_codes if self.block_features is not None else features.of_codes
-        count, batch = navigator.num_directions, ws.shape[0]
+        ws, count, batch = units[:, 0], navigator.num_directions, units.shape[0]
         index = torch.arange(count).repeat_interleave(batch).to(ws.device)
-        strength = sample_steps(count * batch, rng, self.step_scale).to(ws.device)
+        strength = draws["strength"].T.reshape(-1).to(ws.device)
         with torch.no_grad():
             base = extract(ws)
         edited = extract(navigator.apply(ws.repeat(count, 1, 1), index, strength))
@@ -145,10 +196,12 @@ class Recog(Objective):
         self.reconstructor = Reconstructor(num_directions, width, depth, seed)
         self.step_scale, self.shift_weight = step_scale, shift_weight
 
-    def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        batch = ws.shape[0]
-        index = torch.randint(navigator.num_directions, (batch,), generator=rng).to(ws.device)
-        strength = sample_steps(batch, rng, self.step_scale).to(ws.device)
+    def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
+        return {"index": torch.randint(num_directions, (units,), generator=rng), "strength": sample_steps(units, rng, self.step_scale)}
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        ws = units[:, 0]
+        index, strength = draws["index"].to(ws.device), draws["strength"].to(ws.device)
         with torch.no_grad():
             images = features.render(ws)
         return self.loss(images, features.render(navigator.apply(ws, index, strength)), index, strength)

@@ -1,18 +1,31 @@
-"""The discovery loop: seeded codes, objective + diversity, Adam, logs, atomic checkpoints, exact resume."""
+"""The discovery loop: seeded codes, objective + diversity, Adam, logs, atomic checkpoints, exact resume.
+
+Data parallelism and gradient accumulation keep the single-process result. Every rank draws the whole
+global batch (codes and per-unit random values) from the same seeded generator and trains on its share
+of the units, in micro-batches; each share's loss is weighted by its fraction of the batch, gradients are
+summed over micro-batches and ranks, and the diversity term (which does not depend on the batch) is added
+once after the sum. The random state is thus the same on every rank, and a checkpoint resumes under any
+number of ranks.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
+from typing import IO
 
 import torch
 from tqdm import tqdm
 
 from contrafeat.discovery.config import DiscoveryConfig
+from contrafeat.discovery import distributed
 from contrafeat.discovery.directions import Directions
+from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.losses import diversity_loss
 from contrafeat.discovery.navigator import Navigator
-from contrafeat.discovery.objectives import FeatureSource, Objective
+from contrafeat.discovery.objectives import Draws, FeatureSource, Objective
+from contrafeat.discovery.precision import check_precision, grad_scaler
 from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis
 from contrafeat.errors import UserError
@@ -45,8 +58,18 @@ def tensorboard_writer(run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
+def write_log_line(log: IO[str], board, step: int, values: dict[str, float]) -> None:
+    """One log.jsonl line (flushed) and the loss terms as TensorBoard scalars when a writer is open."""
+    log.write(json.dumps({"step": step, **values}) + "\n")
+    log.flush()
+    if board is not None:
+        for name, value in values.items():
+            if name != "images_per_s":
+                board.add_scalar(name, value, step)
+
+
 class Trainer:
-    """Owns the navigator, the objective, the optimiser and every random state of one run."""
+    """Owns the navigator, the objective, the optimiser and every random state of one run (of one rank)."""
 
     def __init__(
         self,
@@ -57,49 +80,105 @@ class Trainer:
         navigator: Navigator,
         objective: Objective,
         run_dir: Path,
+        runtime: Runtime | None = None,
     ) -> None:
         self.config, self.generator, self.pca = config, generator, pca
-        self.features = FeatureSource(generator, sensor, config.noise_mode)
-        self.navigator, self.objective, self.run_dir = navigator, objective, run_dir
+        self.runtime = runtime or Runtime(device=generator.w_avg.device)
+        check_precision(config.precision, self.runtime.device)
+        self._check_shares(objective)
+        self.features = FeatureSource(generator, sensor, config.noise_mode, config.precision, config.channels_last)
+        self.navigator, self.objective, self.run_dir = navigator.to(self.runtime.device), objective.to(self.runtime.device), run_dir
         parameters = [p for p in list(navigator.parameters()) + list(objective.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=(config.beta1, config.beta2)) if parameters else None
+        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=(config.beta1, config.beta2))
+        self.scaler = grad_scaler(config.precision, self.runtime.device)
         self.rng = torch.Generator().manual_seed(config.seed)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(distributed.local_seed(config.seed, self.runtime.rank, 0))
         self.step = 0
 
+    def _check_shares(self, objective: Objective) -> None:
+        """Refuse splitting the batch for an objective whose loss couples all of it."""
+        micro = self.config.micro_batch
+        if not objective.separable and (self.runtime.distributed or (micro is not None and micro < self.config.batch_size)):
+            raise UserError(
+                f"method {self.config.method}: its loss couples every code of the batch, so it runs in one process "
+                "without --micro-batch"
+            )
+
+    @property
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def micro_batches(self, units: int) -> list[torch.Tensor]:
+        """Index lists of this rank's share of the batch's units, cut into micro-batches of config.micro_batch codes."""
+        share = distributed.rank_share(units, self.runtime)
+        codes_per_unit = self.objective.codes_per_unit
+        size = max(1, self.config.micro_batch // codes_per_unit) if self.config.micro_batch else len(share)
+        return list(share.split(size))
+
     def train_step(self) -> dict[str, float]:
-        """One optimisation step; returns the loss terms as floats."""
+        """One optimisation step on the global batch; returns the loss terms (over the whole batch) as floats."""
         ws = sample_start_codes(self.generator, self.config.batch_size, self.config, self.rng)
-        terms = self.objective(ws, self.navigator, self.features, self.rng)
+        units = self.objective.units(ws)
+        draws = self.objective.draw(units.shape[0], self.navigator.num_directions, self.rng)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self._accumulate(units, draws)
+        self._sum_over_ranks(terms)
         if self.config.diversity_weight:
             terms["diversity"] = diversity_loss(self.navigator.edits())
-        total = sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
-        if self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            for group in self.optimizer.param_groups:
-                for parameter in group["params"]:
-                    if parameter.grad is not None:
-                        torch.nan_to_num_(parameter.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-            self.optimizer.step()
+            self.scaler.scale(self.config.diversity_weight * terms["diversity"]).backward()
+        self._optimizer_step()
         self.step += 1
+        total = sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
         return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
 
+    def _accumulate(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
+        """Backward of each micro-batch's loss weighted by its share of the units; the weighted terms, summed."""
+        totals: dict[str, torch.Tensor] = {}
+        for index in self.micro_batches(units.shape[0]):
+            share = {name: value[index] if value.ndim else value for name, value in draws.items()}
+            terms = self.objective.compute(units[index], share, self.navigator, self.features)
+            weight = len(index) / units.shape[0]
+            self.scaler.scale(weight * sum(terms.values())).backward()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0) + weight * value.detach()
+        return totals
+
+    def _sum_over_ranks(self, terms: dict[str, torch.Tensor]) -> None:
+        """Gradients and loss terms summed over the ranks (each already weighted by its share of the batch)."""
+        for parameter in self.parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        values = torch.stack(list(terms.values()))
+        distributed.all_reduce_sum_([p.grad for p in self.parameters] + [values], self.runtime)
+        terms.update(zip(terms, values))
+
+    def _optimizer_step(self) -> None:
+        """Unscale (fp16), replace non-finite gradients, Adam step."""
+        self.scaler.unscale_(self.optimizer)
+        for parameter in self.parameters:
+            torch.nan_to_num_(parameter.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
     def state_dict(self) -> dict:
+        """Everything a resume needs; the same on every rank but the torch RNG (rank 0's, which only feeds synthesis noise)."""
         return {
             "step": self.step,
             "navigator": self.navigator.state_dict(),
             "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
 
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_FILE)
+        """Write checkpoint.pt atomically (rank 0 only)."""
+        if self.runtime.is_main:
+            atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_FILE)
 
     def load_checkpoint(self) -> None:
-        """Restore everything saved by save_checkpoint, so the run continues bit-exactly."""
+        """Restore everything saved by save_checkpoint, so the run continues bit-exactly (under any number of ranks)."""
         path = self.run_dir / CHECKPOINT_FILE
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,11 +187,15 @@ class Trainer:
         self.step = int(state["step"])
         self.navigator.load_state_dict(state["navigator"])
         self.objective.load_state_dict(state["objective"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self._truncate_log()
+        if self.runtime.is_main:
+            torch.set_rng_state(state["torch_rng"])
+            self._truncate_log()
+        else:
+            torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step))
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be written again)."""
@@ -122,25 +205,22 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     def run(self, progress: bool = True) -> None:
-        """Train until config.steps, logging and checkpointing; Ctrl-C saves a checkpoint first."""
+        """Train until config.steps, logging and checkpointing (rank 0); Ctrl-C saves a checkpoint first."""
         images_per_step = self.objective.images_per_code * self.config.batch_size
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not progress, desc="discover", unit="step")
+        show = progress and self.runtime.is_main
+        bar = tqdm(total=self.config.steps, initial=self.step, disable=not show, desc="discover", unit="step")
         started, started_step = time.perf_counter(), self.step
-        board = tensorboard_writer(self.run_dir)
+        board = tensorboard_writer(self.run_dir) if self.runtime.is_main else None
         try:
-            with open(self.run_dir / LOG_FILE, "a") as log:
+            with self._log_file() as log:
                 while self.step < self.config.steps:
                     terms = self.train_step()
                     bar.update(1)
                     bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
-                    if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                    if log is not None and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
                         elapsed = time.perf_counter() - started
                         rate = images_per_step * (self.step - started_step) / max(elapsed, 1e-9)
-                        log.write(json.dumps({"step": self.step, **terms, "images_per_s": rate}) + "\n")
-                        log.flush()
-                        if board is not None:
-                            for name, value in terms.items():
-                                board.add_scalar(name, value, self.step)
+                        write_log_line(log, board, self.step, {**terms, "images_per_s": rate})
                     if self.step % self.config.checkpoint_every == 0:
                         self.save_checkpoint()
         except KeyboardInterrupt:
@@ -151,6 +231,10 @@ class Trainer:
             if board is not None:
                 board.close()
         self.save_checkpoint()
+
+    def _log_file(self) -> contextlib.AbstractContextManager[IO[str] | None]:
+        """log.jsonl opened for appending on rank 0; None elsewhere."""
+        return open(self.run_dir / LOG_FILE, "a") if self.runtime.is_main else contextlib.nullcontext(None)
 
     def directions(self) -> Directions:
         """The trained directions as the artefact every consumer reads."""
