@@ -30,7 +30,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict], group: str = "method") -> list[dict]:
-    """One row per group value (in first-seen order): runs counted, and (mean, std) per metric present."""
+    """One row per group value (in first-seen order): runs counted, and (mean, std) per metric (the value itself when one run has it)."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(str(row[group]), []).append(row)
@@ -39,8 +39,10 @@ def aggregate(rows: list[dict], group: str = "method") -> list[dict]:
         summary: dict = {group: name, "runs": len(members)}
         for metric in METRIC_LABELS:
             values = [float(member[metric]) for member in members if member.get(metric) is not None]
-            if values:
+            if len(values) > 1:
                 summary[metric] = mean_std(values)
+            elif values:
+                summary[metric] = values[0]
         table.append(summary)
     return table
 
