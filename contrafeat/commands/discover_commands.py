@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from contrafeat.commands.common import add_command, add_traversal_options
+from contrafeat.commands.common import add_command, add_traversal_options, run_checkpoint
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
@@ -172,11 +172,7 @@ def print_table(caption: str, rows: list[dict]) -> None:
 def run_traverse(args: argparse.Namespace) -> int:
     run_dir = args.run
     directions = load_directions(run_dir)
-    config_path = run_dir / "config.yaml"
-    checkpoint = args.checkpoint or (load_config(config_path).checkpoint if config_path.is_file() else None)
-    if checkpoint is None:
-        raise UserError(f"{run_dir}: no config.yaml to tell the generator; pass --checkpoint")
-    generator = load_generator(checkpoint)
+    generator = load_generator(run_checkpoint(run_dir, args.checkpoint))
     directions.check_compatible(generator)
     pca_path = run_dir / "pca.safetensors"
     pca = PCABasis.load(pca_path) if pca_path.is_file() else load_or_compute_pca(generator, cache_dir("pca"), 1_000_000)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from contrafeat.commands.common import add_command
+from contrafeat.commands.common import add_command, run_checkpoint
 from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import load_directions
 from contrafeat.discovery.methods import method_label
@@ -81,22 +81,27 @@ def fingerprint(args: argparse.Namespace, settings: EvaluationSettings, sensor: 
     return {"settings": asdict(settings), "predictor": args.predictor, "sensor": sensor}
 
 
+def earlier_result(path: Path, key: dict[str, Any], recompute: bool) -> dict[str, Any] | None:
+    """The result stored at `path` when it was made with the same fingerprint (and no recompute was asked)."""
+    if recompute or not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored.get("fingerprint") == key else None
+
+
 def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> dict[str, Any]:
     """The metric row of one run folder, reusing its evaluation.json when made with the same settings."""
     directions = load_directions(folder)
     config = load_config(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
-    checkpoint = args.checkpoint or (config.checkpoint if config else None)
-    if checkpoint is None:
-        raise UserError(f"{folder}: no config.yaml to tell the generator; pass --checkpoint")
+    checkpoint = run_checkpoint(folder, args.checkpoint)
     sensor_name = args.sensor or (config.sensor if config else "mobilenet_v2")
     identity = {"run": folder.name, "method": method_label(config) if config else directions.method, "seed": config.seed if config else None}
     key = fingerprint(args, settings, sensor_name)
     stored = folder / RESULT_FILE
-    if stored.is_file() and not args.recompute:
-        previous = json.loads(stored.read_text())
-        if previous.get("fingerprint") == key:
-            print(f"{folder}: using {RESULT_FILE} made earlier with these settings", file=sys.stderr)
-            return {**identity, **previous["metrics"]}
+    previous = earlier_result(stored, key, args.recompute)
+    if previous is not None:
+        print(f"{folder}: using {RESULT_FILE} made earlier with these settings", file=sys.stderr)
+        return {**identity, **previous["metrics"]}
     generator = load_generator(checkpoint)
     sensor_weights = config.sensor_weights if config and sensor_name == config.sensor else None
     sensor = build_sensor(sensor_name, weights=sensor_weights, generator=generator)
@@ -122,8 +127,9 @@ def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> li
         work = args.out / "references"
         stored = work / f"{kind}.json"
         key = {"settings": asdict(settings.distill)}
-        if stored.is_file() and not args.recompute and json.loads(stored.read_text()).get("fingerprint") == key:
-            metrics = json.loads(stored.read_text())["metrics"]
+        previous = earlier_result(stored, key, args.recompute)
+        if previous is not None:
+            metrics = previous["metrics"]
         else:
             model = reference_vae(work, generator, kind, settings.distill, progress=not args.no_progress)
             metrics = truth_metrics(generator, model, settings.distill)

@@ -135,8 +135,8 @@ def attribute_change_matrix(
     rows = []
     for index in range(directions.count):
         total = torch.zeros(len(predictor.names))
+        step = float(steps[index])
         for chunk in codes.split(batch_size):
-            step = float(steps[index])
             after = predictor.predict(generator, directions.apply(chunk, index, step))
             before = predictor.predict(generator, directions.apply(chunk, index, -step))
             total += predictor.difference(after, before).sum(0).cpu()
