@@ -3,6 +3,7 @@
 Each module defines `register(subparsers)`, which adds its parsers and sets `handler` on them.
 """
 from contrafeat.commands import (
+    ablate_commands,
     compare_commands,
     discover_commands,
     editing_commands,
@@ -14,4 +15,4 @@ from contrafeat.commands import (
     ui_commands,
 )
 
-COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands, editing_commands, ui_commands]
+COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands, ablate_commands, editing_commands, ui_commands]

@@ -13,13 +13,12 @@ from contrafeat.discovery import distributed
 from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
-from contrafeat.discovery.precision import accelerate_sensor, check_precision
+from contrafeat.discovery.precision import check_precision
+from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
-from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, navigator_directions
+from contrafeat.discovery.trainer import CHECKPOINT_FILE
 from contrafeat.errors import UserError
 from contrafeat.evaluation.true_edits import comparison_table, has_true_edits, per_direction_table
-from contrafeat.features import build_sensor
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.zoo import load_generator
 from contrafeat.paths import cache_dir
@@ -110,36 +109,16 @@ def run_discover(args: argparse.Namespace) -> int:
 
 
 def _discover(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool) -> None:
-    """Everything after the run folder exists: models, PCA, training, then rank 0's artefacts."""
-    progress = progress and runtime.is_main
-    generator = load_generator(config.checkpoint, device=runtime.device)
-    if runtime.is_main:
-        print(describe_method(config, generator), file=sys.stderr)
-    sensor = None
-    if uses_sensor(config, generator):
-        sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size)
-        sensor = accelerate_sensor(sensor.to(runtime.device), runtime.device, config.channels_last, config.compile)
-    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress) if runtime.is_main else None
-    pca = distributed.broadcast_from_main(pca, runtime)
-    if runtime.is_main:
-        pca.save(run_dir / "pca.safetensors")
-    navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
-    if objective is not None:
-        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
-        if resuming:
-            trainer.load_checkpoint()
-            if runtime.is_main:
-                print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
-        trainer.run(progress=progress)
-    if not runtime.is_main:
+    """Everything after the run folder exists: training, then rank 0's artefacts."""
+    trained = train_run(config, run_dir, resuming, runtime, progress)
+    if trained.directions is None:
         return
-    directions = navigator_directions(navigator, pca, config.method, generator)
-    directions.save(run_dir)
-    prototypes = getattr(objective, "prototypes", None)
+    trained.directions.save(run_dir)
+    prototypes = getattr(trained.objective, "prototypes", None)
     if prototypes is not None:
         with torch.no_grad():
-            save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(directions.count, 10))
-    publish(run_dir, generator, directions, pca)
+            save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(trained.directions.count, 10))
+    publish(run_dir, trained.generator, trained.directions, trained.pca)
 
 
 def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, **traversal_options) -> None:

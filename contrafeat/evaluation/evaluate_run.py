@@ -43,6 +43,22 @@ class EvaluationSettings:
             self.distill.validate()
 
 
+def protocol_of(settings: EvaluationSettings) -> dict[str, Any]:
+    """The attribute-matrix arguments every direction set is judged with."""
+    return dict(num_samples=settings.num_samples, seed=settings.seed, truncation_psi=settings.truncation_psi)
+
+
+def fixed_step_matrix(generator: GeneratorLike, directions: Directions, predictor: AttributePredictor, settings: EvaluationSettings) -> torch.Tensor:
+    """[K, A] attribute changes with every direction at the fixed step."""
+    steps = torch.full((directions.count,), settings.fixed_step)
+    return attribute_change_matrix(generator, directions, predictor, steps, **protocol_of(settings))
+
+
+def true_edit_cos(generator: GeneratorLike, directions: Directions) -> float:
+    """Mean over the directions of each one's best |cos| with a true edit (generators that know their edits)."""
+    return float(edit_cosines(directions, true_edit_tensor(generator)).max(dim=1).values.mean())
+
+
 def evaluate_directions(
     generator: GeneratorLike,
     directions: Directions,
@@ -55,13 +71,11 @@ def evaluate_directions(
     """The metrics (flat, for tables) plus the matrices and steps behind them (for evaluation.json)."""
     settings.validate()
     directions.check_compatible(generator)
-    protocol = dict(num_samples=settings.num_samples, seed=settings.seed, truncation_psi=settings.truncation_psi)
-    fixed_steps = torch.full((directions.count,), settings.fixed_step)
-    fixed = attribute_change_matrix(generator, directions, predictor, fixed_steps, **protocol)
+    fixed = fixed_step_matrix(generator, directions, predictor, settings)
     calibration = calibrate_steps(
         generator, directions, sensor, target=settings.calibration_target, seed=settings.seed, truncation_psi=settings.truncation_psi
     )
-    calibrated = attribute_change_matrix(generator, directions, predictor, calibration.steps, **protocol)
+    calibrated = attribute_change_matrix(generator, directions, predictor, calibration.steps, **protocol_of(settings))
     fixed_scores, calibrated_scores = score_matrix(fixed), score_matrix(calibrated)
     metrics: dict[str, Any] = {
         "score_fixed": fixed_scores.score,
@@ -70,8 +84,7 @@ def evaluate_directions(
         "found_calibrated": calibrated_scores.found,
     }
     if has_true_edits(generator):
-        cosines = edit_cosines(directions, true_edit_tensor(generator))
-        metrics["true_edit_cos"] = float(cosines.max(dim=1).values.mean())
+        metrics["true_edit_cos"] = true_edit_cos(generator, directions)
         if settings.distill is not None:
             model, kept = distil(work, generator, directions, sensor, calibration.steps, settings.distill, progress)
             metrics.update(truth_metrics(generator, model, settings.distill))

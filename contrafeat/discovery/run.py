@@ -1,0 +1,56 @@
+"""One discovery run from its config: generator, sensor, PCA, training (resumable), trained directions."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from contrafeat.discovery import distributed
+from contrafeat.discovery.config import DiscoveryConfig
+from contrafeat.discovery.directions import Directions
+from contrafeat.discovery.distributed import Runtime
+from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
+from contrafeat.discovery.objectives import Objective
+from contrafeat.discovery.precision import accelerate_sensor
+from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
+from contrafeat.discovery.trainer import Trainer, navigator_directions
+from contrafeat.features import build_sensor
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.zoo import load_generator
+from contrafeat.paths import cache_dir
+
+
+@dataclass
+class TrainedRun:
+    """What a finished run holds in memory; `directions` is None on ranks other than 0."""
+
+    generator: GeneratorLike
+    pca: PCABasis
+    objective: Objective | None
+    directions: Directions | None
+
+
+def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool, verbose: bool = True) -> TrainedRun:
+    """Models, the PCA of W (rank 0, broadcast), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
+    progress = progress and runtime.is_main
+    generator = load_generator(config.checkpoint, device=runtime.device)
+    if runtime.is_main and verbose:
+        print(describe_method(config, generator), file=sys.stderr)
+    sensor = None
+    if uses_sensor(config, generator):
+        sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size)
+        sensor = accelerate_sensor(sensor.to(runtime.device), runtime.device, config.channels_last, config.compile)
+    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress) if runtime.is_main else None
+    pca = distributed.broadcast_from_main(pca, runtime)
+    if runtime.is_main:
+        pca.save(run_dir / "pca.safetensors")
+    navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
+    if objective is not None:
+        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
+        if resuming:
+            trainer.load_checkpoint()
+            if runtime.is_main and verbose:
+                print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
+        trainer.run(progress=progress)
+    directions = navigator_directions(navigator, pca, config.method, generator) if runtime.is_main else None
+    return TrainedRun(generator, pca, objective, directions)

@@ -1,0 +1,151 @@
+"""The units of work of the ablations: train-and-score one configuration at one seed, or one seed of the mask analysis.
+
+Each cell keeps its own folder; a finished cell's result.json is reused when its fingerprint matches, an
+interrupted training resumes from its checkpoint. Cells run in spawned worker processes (`jobs` > 1),
+each with a fixed number of torch threads, or in this process (`jobs` = 1).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from contrafeat.discovery.config import DiscoveryConfig, build_config, save_config
+from contrafeat.discovery.distributed import Runtime
+from contrafeat.discovery.methods import method_spec
+from contrafeat.discovery.run import train_run
+from contrafeat.discovery.trainer import CHECKPOINT_FILE
+from contrafeat.evaluation.attribute_scores import build_predictor, score_matrix
+from contrafeat.evaluation.evaluate_run import EvaluationSettings, fixed_step_matrix, true_edit_cos
+from contrafeat.evaluation.mask_analysis import DEFAULT_SIGMA, run_mask_analysis, summary_table
+from contrafeat.features import build_sensor
+from contrafeat.io_utils import atomic_write_text
+
+RESULT_FILE = "result.json"
+EXECUTION_FIELDS = ("device", "checkpoint_every", "log_every", "micro_batch", "precision", "channels_last", "compile")
+"""Config fields that change how a run executes, not what it learns: left out of a cell's fingerprint."""
+
+
+class Cell(Protocol):
+    folder: Path
+
+    def fingerprint(self) -> dict[str, Any]: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+def config_of(overrides: dict[str, Any], seed: int, steps: int, pca_samples: int) -> DiscoveryConfig:
+    """The shapes3d preset with a variant's overrides, the seed, and (for methods that train) the step count."""
+    values = {**overrides, "seed": seed, "pca_samples": pca_samples, "checkpoint_every": max(1, min(100, steps))}
+    if method_spec(overrides.get("method", DiscoveryConfig.method)).trains:
+        values["steps"] = steps
+    return build_config("shapes3d", None, values)
+
+
+def short_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TrainingCell:
+    """Train one configuration (or build closed-form directions) and score them at the fixed step."""
+
+    config: DiscoveryConfig
+    evaluation: EvaluationSettings
+    folder: Path
+
+    def fingerprint(self) -> dict[str, Any]:
+        learned = {key: value for key, value in self.config.to_dict().items() if key not in EXECUTION_FIELDS}
+        judged = {key: value for key, value in asdict(self.evaluation).items() if key != "distill"}
+        return {"kind": "training", "config": learned, "evaluation": judged}
+
+    def compute(self) -> dict[str, Any]:
+        resuming = (self.folder / CHECKPOINT_FILE).is_file()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.folder / "config.yaml")
+        trained = train_run(self.config, self.folder, resuming, Runtime(device=torch.device("cpu")), progress=False, verbose=False)
+        directions = trained.directions
+        directions.save(self.folder)
+        scores = score_matrix(fixed_step_matrix(trained.generator, directions, build_predictor("exact", trained.generator), self.evaluation))
+        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_cos(trained.generator, directions)}
+
+
+@dataclass(frozen=True)
+class MaskCell:
+    """One seed of the L2-mask analysis (paper Table 8): summary rows per setting and similarity."""
+
+    sensor: str
+    samples: int
+    seed: int
+    folder: Path
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"kind": "mask", "sensor": self.sensor, "samples": self.samples, "seed": self.seed, "sigma": DEFAULT_SIGMA, "cos": "abs"}
+
+    def compute(self) -> dict[str, Any]:
+        result = run_mask_analysis(build_sensor(self.sensor), self.samples, DEFAULT_SIGMA, "abs", self.seed)
+        return {"rows": summary_table(result)}
+
+
+def training_folder(work: Path, config: DiscoveryConfig, evaluation: EvaluationSettings) -> Path:
+    """work/cells/<method>-seed<seed>-<hash of everything learned and judged>: shared by every study that asks for it."""
+    probe = TrainingCell(config, evaluation, work)
+    return work / "cells" / f"{config.method.replace('+', '_')}-seed{config.seed}-{short_hash(probe.fingerprint())}"
+
+
+def full_fingerprint(cell: Cell, threads: int) -> dict[str, Any]:
+    """The cell's fingerprint plus the torch thread count (float sums, and so the last digits, depend on it)."""
+    return json.loads(json.dumps({"threads": threads, **cell.fingerprint()}))
+
+
+def stored_result(cell: Cell, threads: int) -> dict[str, Any] | None:
+    """The cell's earlier result when it was computed with the same fingerprint and thread count."""
+    path = cell.folder / RESULT_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    return stored["result"] if stored.get("fingerprint") == full_fingerprint(cell, threads) else None
+
+
+def run_cell(cell: Cell, threads: int) -> dict[str, Any]:
+    """The cell's result, computed with `threads` torch threads and stored atomically (or reused when stored alike)."""
+    earlier = stored_result(cell, threads)
+    if earlier is not None:
+        return earlier
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        result = cell.compute()
+    finally:
+        torch.set_num_threads(previous)
+    cell.folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cell.folder / RESULT_FILE, json.dumps({"fingerprint": full_fingerprint(cell, threads), "result": result}, indent=1))
+    return result
+
+
+def run_cells(cells: list[Cell], jobs: int, threads: int, progress: bool = True) -> list[dict[str, Any]]:
+    """Every cell's result in the order given, `jobs` at once with `threads` torch threads each; stored results are reused."""
+    results: list[dict[str, Any] | None] = [stored_result(cell, threads) for cell in cells]
+    pending = [index for index, result in enumerate(results) if result is None]
+    with tqdm(total=len(cells), initial=len(cells) - len(pending), disable=not progress, desc="ablation cells", unit="cell") as bar:
+        if jobs == 1:
+            for index in pending:
+                results[index] = run_cell(cells[index], threads)
+                bar.update(1)
+        elif pending:
+            pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                futures = {pool.submit(run_cell, cells[index], threads): index for index in pending}
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.update(1)
+            finally:
+                pool.shutdown(cancel_futures=True)
+    return results  # type: ignore[return-value]
