@@ -3,7 +3,7 @@
 Prints, per method: steps/s and images/s of the trainer, the time of one forward+backward of the
 generator and the sensor on the same number of images, and their ratio (the trainer's overhead).
 Then images/s of 1 against 2 data-parallel gloo processes on the CPU (same global batch, `--threads`
-threads each) for every method that can split its batch, and fp32 against autocast on a GPU when one exists.
+threads each) for every trained objective, and fp32 against autocast on a GPU when one exists.
 Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2] [--parallel-steps 5]
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ def time_trainer(trainer: Trainer, steps: int, warm_up: bool = True) -> float:
 def overhead_table(pca: PCABasis, steps: int) -> None:
     """Per method: the trainer's steps/s and images/s against one bare generator + sensor pass on as many images."""
     print(f"{'method':10s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
-    for method in ("contra-bi", "contra-pt"):
+    for method in TRAINED_METHODS:
         with tempfile.TemporaryDirectory() as folder:
             trainer = build_trainer(method, pca, Path(folder))
             step_seconds = time_trainer(trainer, steps)
@@ -69,8 +69,8 @@ def overhead_table(pca: PCABasis, steps: int) -> None:
         )
 
 
-PARALLEL_METHODS = ("contra-bi", "contra-pt", "recog+att")
-"""The trained methods whose loss is a mean over the batch (LatentCLR's NT-Xent couples the batch: one process only)."""
+TRAINED_METHODS = ("contra-bi", "contra-pt", "latentclr+att", "recog+att")
+"""One trained method of each objective (the +att variants train the same loss as their plain ones)."""
 
 
 def build_trainer(method: str, pca: PCABasis, run_dir: Path, runtime: Runtime | None = None, **overrides) -> Trainer:
@@ -118,12 +118,11 @@ def compare_processes(pca: PCABasis, steps: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         pca_path = Path(folder) / "pca.safetensors"
         pca.save(pca_path)
-        for method in PARALLEL_METHODS:
+        for method in TRAINED_METHODS:
             config = build_config("shapes3d", None, {"method": method})
             images = build_objective(config, load_generator("shapes3d")).images_per_code * config.batch_size
             one, two = (time_processes(method, pca_path, world, steps, threads) for world in (1, 2))
             print(f"{method:10s} {images / one:12.1f} {images / two:12.1f} {one / two:6.2f}")
-    print("latentclr: its NT-Xent couples the whole batch, so it trains in one process only")
 
 
 def compare_precisions(pca: PCABasis, steps: int) -> None:
@@ -134,7 +133,7 @@ def compare_precisions(pca: PCABasis, steps: int) -> None:
     runtime = Runtime(device=torch.device("cuda"))
     print(f"\nautocast on {torch.cuda.get_device_name()}")
     print(f"{'method':10s} {'fp32 img/s':>10s} {'bf16 img/s':>10s} {'fp16 img/s':>10s}")
-    for method in PARALLEL_METHODS:
+    for method in TRAINED_METHODS:
         rates = []
         for precision in ("fp32", "bf16", "fp16"):
             with tempfile.TemporaryDirectory() as folder:

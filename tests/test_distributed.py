@@ -15,7 +15,7 @@ from contrafeat.discovery.distributed import Runtime, rank_share, resolve_device
 from contrafeat.errors import UserError
 from distributed_worker import TINY, Job, free_port, make_trainer, train, train_in_processes
 
-METHODS = ("contra-bi", "contra-pt", "recog+att")
+METHODS = ("contra-bi", "contra-pt", "recog+att", "latentclr+att")
 NAVIGATOR_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 """Gradients summed in another order differ in the last float32 bits; the navigator's parameters stay this close."""
 OBJECTIVE_TOLERANCE = {"rtol": 0.0, "atol": 1e-3}
@@ -113,11 +113,22 @@ def test_shares_of_a_batch():
         rank_share(3, Runtime(0, 4))
 
 
-def test_latentclr_refuses_splitting_its_batch(tmp_path):
-    with pytest.raises(UserError, match="couples every code"):
-        build_config("shapes3d", None, {**TINY, "method": "latentclr+att", "micro_batch": 2})
-    with pytest.raises(UserError, match="runs in one process"):
-        make_trainer(Job([tmp_path], "latentclr+att"), Runtime(0, 2))
+def test_latentclr_split_batches_recompute_the_same_noise(tmp_path):
+    """The gradient-cached path renders each micro-batch twice; both passes must see the same synthesis noise."""
+    trainer = make_trainer(Job([tmp_path], "latentclr+att", overrides={"micro_batch": 2, "noise_mode": "random"}))
+    calls = []
+    original = trainer.objective.changes
+
+    def recording(*args):
+        calls.append(torch.get_rng_state())
+        torch.rand(3)  # what per-pixel synthesis noise would draw
+        return original(*args)
+
+    trainer.objective.changes = recording
+    trainer.train_step()
+    assert len(calls) == 8
+    assert all(torch.equal(first, second) for first, second in zip(calls[:4], calls[4:]))
+    assert not torch.equal(calls[0], calls[1])
 
 
 def test_fp16_on_the_cpu_is_refused(tmp_path, capsys):

@@ -118,10 +118,6 @@ class DiscoveryConfig:
             raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
         if contrast_loss(self) == "bi" and self.micro_batch is not None and self.micro_batch % 2:
             raise UserError(f"--micro-batch {self.micro_batch}: the Bi loss works on pairs of codes; expected an even number")
-        if spec.objective == "latentclr" and self.micro_batch is not None and self.micro_batch < self.batch_size:
-            raise UserError(
-                f"--micro-batch {self.micro_batch}: LatentCLR's NT-Xent couples every code of the batch; leave --micro-batch out"
-            )
         if spec.objective == "latentclr" and self.batch_size < 2:
             raise UserError(f"--batch-size {self.batch_size}: LatentCLR's positives are the same direction on other codes; expected >= 2")
 

@@ -57,14 +57,13 @@ class Objective(nn.Module):
 
     A batch of codes is arranged in units of `codes_per_unit` codes (Bi: a pair w1, w2); `draw` makes every
     random value of a step for all units at once, and `compute` takes any subset of units with their rows of
-    the draws. When `separable`, each loss term is a mean over units, so a batch split into shares (ranks,
-    micro-batches) gives the full batch's loss as the share-size-weighted sum of the shares' losses.
+    the draws. Each loss term is a mean over units (except in a CoupledObjective), so a batch split into shares
+    (ranks, micro-batches) gives the full batch's loss as the share-size-weighted sum of the shares' losses.
     `images_per_code` is the number of generator renders per code of the batch (for the images/s log).
     """
 
     images_per_code: float = 1.0
     codes_per_unit: int = 1
-    separable: bool = True
 
     def units(self, ws: torch.Tensor) -> torch.Tensor:
         """Codes [B, L, C] -> units [B // c, c, L, C]; unit u holds codes u, u + B//c, ... (c = codes_per_unit)."""
@@ -140,14 +139,32 @@ class ContrastPt(Objective):
         return {"contrast": loss}
 
 
-class LatentCLR(Objective):
+class CoupledObjective(Objective):
+    """An objective whose loss couples every code of the batch: per-code feature changes, then one loss over all of them.
+
+    A split batch (ranks, micro-batches) is trained by caching the loss gradient: the changes of every share
+    are computed without autograd and gathered, the loss and its gradient with respect to the changes are
+    computed on the whole batch, and each share's changes are computed again with autograd and back-propagated
+    with their slice of that gradient. The parameters' gradients equal the whole batch's, up to float rounding.
+    """
+
+    def changes(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> list[torch.Tensor]:
+        """Per feature stage, the changes [K, U, D] of the given units (unit order kept along dim 1)."""
+        raise NotImplementedError
+
+    def loss_of_changes(self, changes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        return self.loss_of_changes(self.changes(units, draws, navigator, features))
+
+
+class LatentCLR(CoupledObjective):
     """LatentCLR: every direction on every code; NT-Xent with the same direction on other codes as positives.
 
     Features come from the generator's first synthesis blocks when `generator` is given, else from the
     sensor. Renders (K + 1) B codes per step.
     """
-
-    separable = False
 
     def __init__(
         self,
@@ -168,7 +185,7 @@ class LatentCLR(Objective):
         """Strengths [U, K] of every direction on every code (drawn direction-major, as the reference code)."""
         return {"strength": sample_steps(num_directions * units, rng, self.step_scale).view(num_directions, units).T}
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def changes(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> list[torch.Tensor]:
         extract = self.block_features.of_codes if self.block_features is not None else features.of_codes
         ws, count, batch = units[:, 0], navigator.num_directions, units.shape[0]
         index = torch.arange(count).repeat_interleave(batch).to(ws.device)
@@ -177,10 +194,10 @@ class LatentCLR(Objective):
             base = extract(ws)
         edited = extract(navigator.apply(ws.repeat(count, 1, 1), index, strength))
         changes = feature_changes(edited, [f.repeat(count, *([1] * (f.ndim - 1))) for f in base])
-        loss = sum(
-            nt_xent_loss(change.reshape(count, batch, -1), self.temperature, self.temperature_mode, self.cos_mode) for change in changes
-        )
-        return {"nt_xent": loss}
+        return [change.reshape(count, batch, -1) for change in changes]
+
+    def loss_of_changes(self, changes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"nt_xent": sum(nt_xent_loss(change, self.temperature, self.temperature_mode, self.cos_mode) for change in changes)}
 
 
 class Recog(Objective):

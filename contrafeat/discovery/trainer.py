@@ -4,7 +4,8 @@ Data parallelism and gradient accumulation keep the single-process result. Every
 global batch (codes and per-unit random values) from the same seeded generator and trains on its share
 of the units, in micro-batches; each share's loss is weighted by its fraction of the batch, gradients are
 summed over micro-batches and ranks, and the diversity term (which does not depend on the batch) is added
-once after the sum. The random state is thus the same on every rank, and a checkpoint resumes under any
+once after the sum. A loss that couples the whole batch (LatentCLR) is split by caching its gradient with
+respect to the per-code feature changes (see CoupledObjective). The random state is thus the same on every rank, and a checkpoint resumes under any
 number of ranks.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.losses import diversity_loss
 from contrafeat.discovery.navigator import Navigator
-from contrafeat.discovery.objectives import Draws, FeatureSource, Objective
+from contrafeat.discovery.objectives import CoupledObjective, Draws, FeatureSource, Objective
 from contrafeat.discovery.precision import check_precision, grad_scaler
 from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis
@@ -68,6 +69,17 @@ def write_log_line(log: IO[str], board, step: int, values: dict[str, float]) -> 
                 board.add_scalar(name, value, step)
 
 
+def random_state(device: torch.device) -> list[torch.Tensor]:
+    """The torch RNG states that feed synthesis noise on `device` (CPU, plus the CUDA device's)."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+
+
+def set_random_state(state: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1], device)
+
+
 class Trainer:
     """Owns the navigator, the objective, the optimiser and every random state of one run (of one rank)."""
 
@@ -85,7 +97,6 @@ class Trainer:
         self.config, self.generator, self.pca = config, generator, pca
         self.runtime = runtime or Runtime(device=generator.w_avg.device)
         check_precision(config.precision, self.runtime.device)
-        self._check_shares(objective)
         self.features = FeatureSource(generator, sensor, config.noise_mode, config.precision, config.channels_last)
         self.navigator, self.objective, self.run_dir = navigator.to(self.runtime.device), objective.to(self.runtime.device), run_dir
         parameters = [p for p in list(navigator.parameters()) + list(objective.parameters()) if p.requires_grad]
@@ -95,14 +106,11 @@ class Trainer:
         torch.manual_seed(distributed.local_seed(config.seed, self.runtime.rank, 0))
         self.step = 0
 
-    def _check_shares(self, objective: Objective) -> None:
-        """Refuse splitting the batch for an objective whose loss couples all of it."""
+    @property
+    def batch_is_split(self) -> bool:
+        """Whether the batch is shared by ranks or cut into micro-batches."""
         micro = self.config.micro_batch
-        if not objective.separable and (self.runtime.distributed or (micro is not None and micro < self.config.batch_size)):
-            raise UserError(
-                f"method {self.config.method}: its loss couples every code of the batch, so it runs in one process "
-                "without --micro-batch"
-            )
+        return self.runtime.distributed or (micro is not None and micro < self.config.batch_size)
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -121,7 +129,8 @@ class Trainer:
         units = self.objective.units(ws)
         draws = self.objective.draw(units.shape[0], self.navigator.num_directions, self.rng)
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self._accumulate(units, draws)
+        coupled = isinstance(self.objective, CoupledObjective) and self.batch_is_split
+        terms = self._accumulate_coupled(units, draws) if coupled else self._accumulate(units, draws)
         self._sum_over_ranks(terms)
         if self.config.diversity_weight:
             terms["diversity"] = diversity_loss(self.navigator.edits())
@@ -135,13 +144,43 @@ class Trainer:
         """Backward of each micro-batch's loss weighted by its share of the units; the weighted terms, summed."""
         totals: dict[str, torch.Tensor] = {}
         for index in self.micro_batches(units.shape[0]):
-            share = {name: value[index] if value.ndim else value for name, value in draws.items()}
-            terms = self.objective.compute(units[index], share, self.navigator, self.features)
+            terms = self.objective.compute(units[index], self.draws_of(draws, index), self.navigator, self.features)
             weight = len(index) / units.shape[0]
             self.scaler.scale(weight * sum(terms.values())).backward()
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0) + weight * value.detach()
         return totals
+
+    def _accumulate_coupled(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
+        """A coupled loss over the whole batch from this rank's micro-batches (see CoupledObjective); terms weighted by the share."""
+        batches = self.micro_batches(units.shape[0])
+        device = self.runtime.device
+        states, pieces = [], []
+        with torch.no_grad():
+            for index in batches:
+                states.append(random_state(device))
+                pieces.append(self.objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features))
+        after = random_state(device)
+        own = [torch.cat(stage, dim=1).cpu() for stage in zip(*pieces)]
+        gathered = distributed.all_gather_objects(own, self.runtime)
+        whole = [torch.cat(stage, dim=1).to(device).requires_grad_(True) for stage in zip(*gathered)]
+        terms = self.objective.loss_of_changes(whole)
+        self.scaler.scale(sum(terms.values())).backward()
+        start = int(batches[0][0])
+        position = start
+        for index, state in zip(batches, states):
+            set_random_state(state, device)
+            changes = self.objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features)
+            torch.autograd.backward(changes, [stage.grad[:, position : position + len(index)] for stage in whole])
+            position += len(index)
+        set_random_state(after, device)
+        weight = (position - start) / units.shape[0]
+        return {name: weight * value.detach() for name, value in terms.items()}
+
+    @staticmethod
+    def draws_of(draws: Draws, index: torch.Tensor) -> Draws:
+        """The rows of the draws that belong to the units `index` (per-step values as they are)."""
+        return {name: value[index] if value.ndim else value for name, value in draws.items()}
 
     def _sum_over_ranks(self, terms: dict[str, torch.Tensor]) -> None:
         """Gradients and loss terms summed over the ranks (each already weighted by its share of the batch)."""
