@@ -108,6 +108,21 @@ def broadcast_from_main(value: Any, runtime: Runtime) -> Any:
     return box[0]
 
 
+def all_gather_objects(value: Any, runtime: Runtime) -> list[Any]:
+    """Every rank's `value` (pickled), in rank order, on every rank; [value] in a single process."""
+    if not runtime.distributed:
+        return [value]
+    gathered: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier(runtime: Runtime) -> None:
+    """Wait until every rank gets here; nothing to do in a single process."""
+    if runtime.distributed:
+        dist.barrier()
+
+
 def local_seed(seed: int, rank: int, step: int) -> int:
     """Seed of a rank's global torch RNG (per-pixel synthesis noise only); rank 0 at step 0 uses `seed` itself."""
     return seed + rank + 1_000_003 * step
