@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from contrafeat.discovery.subspace import PCABasis, compute_pca, load_or_compute_pca, sefa_basis
+from contrafeat.discovery.subspace import Moments, PCABasis, compute_pca, load_or_compute_pca, sefa_basis
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 
@@ -56,6 +56,25 @@ def test_pca_recovers_the_known_covariance():
     assert torch.allclose(pca.stds, SCALES, rtol=0.03)
     alignment = (pca.basis.T @ ROTATION).abs()
     assert torch.all(alignment.diagonal() > 0.99)
+
+
+def test_moments_merge_equals_the_moments_of_the_union():
+    generator = torch.Generator().manual_seed(2)
+    first = torch.randn(7, 3, generator=generator, dtype=torch.float64)
+    second = torch.randn(4, 3, generator=generator, dtype=torch.float64) * 3 + 5
+    merged = Moments.of(first).merge(Moments.of(second))
+    whole = Moments.of(torch.cat([first, second]))
+    assert merged.count == 11
+    assert torch.allclose(merged.mean, whole.mean, rtol=1e-12) and torch.allclose(merged.scatter, whole.scatter, rtol=1e-12)
+    part = Moments.of(first)
+    assert Moments().merge(part) is part and part.merge(Moments()) is part
+
+
+def test_pca_rejects_bad_sizes():
+    with pytest.raises(UserError, match="PCA samples 1: expected at least 2"):
+        compute_pca(LinearGaussianGenerator(), num_samples=1, progress=False)
+    with pytest.raises(UserError, match="PCA batch size 0: expected at least 1"):
+        compute_pca(LinearGaussianGenerator(), num_samples=10, batch_size=0, progress=False)
 
 
 def test_pca_basis_is_orthonormal_sorted_and_sign_fixed():

@@ -5,7 +5,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from contrafeat.discovery import distributed
 from contrafeat.discovery.config import DiscoveryConfig
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
@@ -31,7 +30,7 @@ class TrainedRun:
 
 
 def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool, verbose: bool = True) -> TrainedRun:
-    """Models, the PCA of W (rank 0, broadcast), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
+    """Models, the PCA of W (shared by the ranks), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
     if runtime.is_main and verbose:
@@ -40,8 +39,7 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     if uses_sensor(config, generator):
         sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size)
         sensor = accelerate_sensor(sensor.to(runtime.device), runtime.device, config.channels_last, config.compile)
-    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress) if runtime.is_main else None
-    pca = distributed.broadcast_from_main(pca, runtime)
+    pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress, runtime=runtime)
     if runtime.is_main:
         pca.save(run_dir / "pca.safetensors")
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)

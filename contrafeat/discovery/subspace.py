@@ -9,6 +9,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from contrafeat.discovery.distributed import Runtime, all_gather_objects, broadcast_from_main
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
@@ -69,6 +70,40 @@ def sorted_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return eigenvalues.flip(0), orient_columns(eigenvectors.flip(1))
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean and scatter (sum of outer products of the deviations from the mean) of a set of vectors."""
+
+    count: int = 0
+    mean: torch.Tensor | None = None
+    scatter: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, vectors: torch.Tensor) -> Moments:
+        """The moments of the rows of `vectors` [N, D]."""
+        mean = vectors.mean(dim=0)
+        centred = vectors - mean
+        return cls(len(vectors), mean, centred.T @ centred)
+
+    def merge(self, other: Moments) -> Moments:
+        """The moments of both sets (Chan's pairwise update); merging with an empty set returns the other unchanged."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        delta = other.mean - self.mean
+        total = self.count + other.count
+        mean = self.mean + delta * (other.count / total)
+        scatter = self.scatter + other.scatter + torch.outer(delta, delta) * (self.count * other.count / total)
+        return Moments(total, mean, scatter)
+
+    def to(self, device: torch.device | str) -> Moments:
+        """The same moments with their tensors on `device` (an exact copy)."""
+        if self.count == 0:
+            return self
+        return Moments(self.count, self.mean.to(device), self.scatter.to(device))
+
+
 @torch.no_grad()
 def compute_pca(
     generator: GeneratorLike,
@@ -76,42 +111,42 @@ def compute_pca(
     batch_size: int = 10_000,
     seed: int = 0,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> PCABasis:
     """PCA of w = mapping(z), z ~ N(0, I), truncation 1: streaming float64 mean and covariance (ddof 1).
 
     Batches are merged with Chan's pairwise update, so the result does not suffer from the
     cancellation of a raw sum of squares. The samples are fixed by `seed` (and `batch_size`).
+    Under data parallelism every rank draws every batch's z, maps only the batches b with
+    b % world_size == rank, and the ranks' moments are merged in rank order, so that every
+    rank returns the same basis (equal to the single-process one up to rounding).
     """
+    runtime = runtime or Runtime()
     if num_samples < 2:
         raise UserError(f"PCA samples {num_samples}: expected at least 2")
+    if batch_size < 1:
+        raise UserError(f"PCA batch size {batch_size}: expected at least 1")
     rng = torch.Generator().manual_seed(seed)
     device = generator.w_avg.device
-    count, mean, scatter = 0, None, None
-    with tqdm(total=num_samples, disable=not progress, desc="PCA of W", unit="w", unit_scale=True) as bar:
-        while count < num_samples:
-            size = min(batch_size, num_samples - count)
-            z = torch.randn(size, generator.z_dim, generator=rng).to(device)
-            w = generator.mapping(z, truncation_psi=1.0).to(torch.float64)
-            batch_mean = w.mean(dim=0)
-            centred = w - batch_mean
-            batch_scatter = centred.T @ centred
-            if mean is None:
-                mean, scatter = batch_mean, batch_scatter
-            else:
-                delta = batch_mean - mean
-                total = count + size
-                mean = mean + delta * (size / total)
-                scatter = scatter + batch_scatter + torch.outer(delta, delta) * (count * size / total)
-            count += size
+    own = Moments()
+    with tqdm(total=num_samples, disable=not (progress and runtime.is_main), desc="PCA of W", unit="w", unit_scale=True) as bar:
+        for index, start in enumerate(range(0, num_samples, batch_size)):
+            size = min(batch_size, num_samples - start)
+            z = torch.randn(size, generator.z_dim, generator=rng)
+            if index % runtime.world_size == runtime.rank:
+                own = own.merge(Moments.of(generator.mapping(z.to(device), truncation_psi=1.0).to(torch.float64)))
             bar.update(size)
-    covariance = scatter / (count - 1)
+    moments = Moments()
+    for partial in all_gather_objects(own.to("cpu"), runtime):
+        moments = moments.merge(partial.to(device))
+    covariance = moments.scatter / (moments.count - 1)
     eigenvalues, basis = sorted_eigh((covariance + covariance.T) / 2)
     return PCABasis(
-        w_avg=mean.cpu(),
+        w_avg=moments.mean.cpu(),
         basis=basis.cpu(),
         eigenvalues=eigenvalues.cpu(),
         stds=eigenvalues.clamp_min(0).sqrt().cpu(),
-        num_samples=count,
+        num_samples=moments.count,
         generator_id=generator_identity(generator),
     )
 
@@ -128,14 +163,21 @@ def load_or_compute_pca(
     seed: int = 0,
     batch_size: int = 10_000,
     progress: bool = True,
+    runtime: Runtime | None = None,
 ) -> PCABasis:
-    """The cached PCA for this generator (by identity), sample count and seed; computed and cached on a miss."""
-    generator_id = generator_identity(generator)
-    path = pca_cache_path(cache_dir, generator_id, num_samples, seed)
-    if path.is_file():
-        return PCABasis.load(path)
-    pca = compute_pca(generator, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress)
-    pca.save(path)
+    """The cached PCA for this generator (by identity), sample count and seed; computed and cached on a miss.
+
+    Rank 0 alone reads and writes the cache and sends a hit to the other ranks; on a miss every rank
+    computes its share of the PCA.
+    """
+    runtime = runtime or Runtime()
+    path = pca_cache_path(cache_dir, generator_identity(generator), num_samples, seed) if runtime.is_main else None
+    cached = broadcast_from_main(PCABasis.load(path) if runtime.is_main and path.is_file() else None, runtime)
+    if cached is not None:
+        return cached
+    pca = compute_pca(generator, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress, runtime=runtime)
+    if runtime.is_main:
+        pca.save(path)
     return pca
 
 
