@@ -4,30 +4,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from contrafeat.commands.common import add_command, run_checkpoint
+from contrafeat.discovery import distributed
 from contrafeat.discovery.config import load_config
-from contrafeat.discovery.directions import load_directions
+from contrafeat.discovery.directions import Directions, load_directions
+from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import method_label
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import build_predictor
-from contrafeat.evaluation.calibration import DEFAULT_TARGET
+from contrafeat.evaluation.attribute_scores import AttributePredictor, build_predictor
+from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration
 from contrafeat.evaluation.disentanglement import metric_counts
-from contrafeat.evaluation.distillation import VARIANTS, DistillSettings, reference_vae, truth_metrics
-from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, EvaluationSettings, evaluate_directions
+from contrafeat.evaluation.distillation import PAIRS_FOLDER, VARIANTS, DistillSettings, pair_settings, reference_vae, truth_metrics
+from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, EvaluationSettings, calibration_of, evaluate_directions
+from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.evaluation.true_edits import has_true_edits
 from contrafeat.features import build_sensor
+from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.zoo import load_generator
 from contrafeat.io_utils import atomic_write_text
 from contrafeat.viz.attribute_matrix import write_attribute_matrices
 
 RESULT_FILE = "evaluation.json"
+WORK_FOLDER = "evaluation"
+"""Inside a run folder: the pairs and group-VAE checkpoint of its evaluation."""
 REFERENCE_KINDS = ("beta-vae", "factor-vae")
 
 
@@ -89,30 +97,98 @@ def earlier_result(path: Path, key: dict[str, Any], recompute: bool) -> dict[str
     return stored if stored.get("fingerprint") == key else None
 
 
-def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> dict[str, Any]:
-    """The metric row of one run folder, reusing its evaluation.json when made with the same settings."""
+@dataclass
+class RunFolder:
+    """A run folder to evaluate: its directions, what it is judged with, and a stored result that may be reused."""
+
+    directions: Directions
+    checkpoint: str
+    sensor_name: str
+    sensor_weights: str | None
+    identity: dict[str, Any]
+    key: dict[str, Any]
+    previous: dict[str, Any] | None
+
+
+def read_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> RunFolder:
+    """The run folder's directions and config as the options judge them, and its evaluation.json if made with the same settings."""
     directions = load_directions(folder)
     config = load_config(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
-    checkpoint = run_checkpoint(folder, args.checkpoint)
     sensor_name = args.sensor or (config.sensor if config else "mobilenet_v2")
-    identity = {"run": folder.name, "method": method_label(config) if config else directions.method, "seed": config.seed if config else None}
     key = fingerprint(args, settings, sensor_name)
-    stored = folder / RESULT_FILE
-    previous = earlier_result(stored, key, args.recompute)
-    if previous is not None:
+    return RunFolder(
+        directions=directions,
+        checkpoint=run_checkpoint(folder, args.checkpoint),
+        sensor_name=sensor_name,
+        sensor_weights=config.sensor_weights if config and sensor_name == config.sensor else None,
+        identity={"run": folder.name, "method": method_label(config) if config else directions.method, "seed": config.seed if config else None},
+        key=key,
+        previous=earlier_result(folder / RESULT_FILE, key, args.recompute),
+    )
+
+
+def load_models(run: RunFolder, args: argparse.Namespace) -> tuple[GeneratorLike, nn.Module, AttributePredictor]:
+    """The generator, sensor and attribute predictor a run is judged with."""
+    generator = load_generator(run.checkpoint)
+    sensor = build_sensor(run.sensor_name, weights=run.sensor_weights, generator=generator)
+    return generator, sensor, build_predictor(args.predictor, generator)
+
+
+def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings, calibration: Calibration | None = None) -> dict[str, Any]:
+    """The metric row of one run folder, reusing its evaluation.json when made with the same settings
+    (`calibration`: the run's calibrated steps when they were found already)."""
+    run = read_run(folder, args, settings)
+    if run.previous is not None:
         print(f"{folder}: using {RESULT_FILE} made earlier with these settings", file=sys.stderr)
-        return {**identity, **previous["metrics"]}
-    generator = load_generator(checkpoint)
-    sensor_weights = config.sensor_weights if config and sensor_name == config.sensor else None
-    sensor = build_sensor(sensor_name, weights=sensor_weights, generator=generator)
-    predictor = build_predictor(args.predictor, generator)
-    print(f"evaluating {folder} ({identity['method']})", file=sys.stderr)
-    result = evaluate_directions(generator, directions, sensor, predictor, settings, folder / "evaluation", progress=not args.no_progress)
+        return {**run.identity, **run.previous["metrics"]}
+    generator, sensor, predictor = load_models(run, args)
+    print(f"evaluating {folder} ({run.identity['method']})", file=sys.stderr)
+    result = evaluate_directions(
+        generator, run.directions, sensor, predictor, settings, folder / WORK_FOLDER, progress=not args.no_progress, calibration=calibration
+    )
     details = result["details"]
     panels = {f"fixed e = {settings.fixed_step}": details["fixed_matrix"], "calibrated e": details["calibrated_matrix"]}
-    write_attribute_matrices({k: np.asarray(v) for k, v in panels.items()}, details["attributes"], folder / "attribute_matrix.png", identity["method"])
-    atomic_write_text(stored, json.dumps({"fingerprint": key, **result}, indent=2))
-    return {**identity, **result["metrics"]}
+    write_attribute_matrices({k: np.asarray(v) for k, v in panels.items()}, details["attributes"], folder / "attribute_matrix.png", run.identity["method"])
+    atomic_write_text(folder / RESULT_FILE, json.dumps({"fingerprint": run.key, **result}, indent=2))
+    return {**run.identity, **result["metrics"]}
+
+
+@dataclass
+class PairPlan:
+    """What rendering the pairs of a run takes: its generator, its calibrated steps and the pairs to render at them."""
+
+    checkpoint: str
+    calibration: Calibration
+    pairs: PairSettings
+
+
+def plan_pairs(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> PairPlan | None:
+    """The pairs evaluating a run renders; None when it renders none
+    (its stored result is reused, the distillation is off, or the generator has no true factors)."""
+    run = read_run(folder, args, settings)
+    if run.previous is not None or settings.distill is None:
+        return None
+    generator, sensor, _ = load_models(run, args)
+    if not has_true_edits(generator):
+        return None
+    run.directions.check_compatible(generator)
+    calibration = calibration_of(generator, run.directions, sensor, settings)
+    return PairPlan(run.checkpoint, calibration, pair_settings(generator, run.directions, sensor, calibration.steps, settings.distill))
+
+
+def render_pairs(args: argparse.Namespace, settings: EvaluationSettings, runtime: Runtime) -> dict[Path, Calibration]:
+    """Every rank renders its share of the pairs of each run, as rank 0 plans them; the calibrations the plans found."""
+    calibrations: dict[Path, Calibration] = {}
+    for folder in args.runs:
+        plan = distributed.decided_on_main(partial(plan_pairs, folder, args, settings), runtime)
+        if plan is None:
+            continue
+        if runtime.is_main:
+            print(f"rendering the pairs of {folder} in {runtime.world_size} processes", file=sys.stderr)
+        generator, directions = load_generator(plan.checkpoint), load_directions(folder)
+        write_pairs(folder / WORK_FOLDER / PAIRS_FOLDER, generator, directions, plan.pairs, progress=not args.no_progress, runtime=runtime)
+        calibrations[folder] = plan.calibration
+    return calibrations
 
 
 def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> list[dict[str, Any]]:
@@ -139,10 +215,20 @@ def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> li
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate the runs and write the tables; under torchrun every process first renders a share of the pairs, then rank 0 alone goes on."""
     if not args.runs and not args.references:
         raise UserError("give run folders to evaluate (and/or --references)")
     settings = settings_from(args)
-    rows = [evaluate_run(folder, args, settings) for folder in args.runs]
+    runtime = distributed.start("cpu")
+    calibrations: dict[Path, Calibration] = {}
+    try:
+        if runtime.distributed:
+            calibrations = render_pairs(args, settings, runtime)
+    finally:
+        distributed.stop(runtime)
+    if not runtime.is_main:
+        return 0
+    rows = [evaluate_run(folder, args, settings, calibrations.get(folder)) for folder in args.runs]
     if args.references:
         rows += reference_rows(args, settings)
     per_run = write_tables(rows, args.out / "evaluation_runs")

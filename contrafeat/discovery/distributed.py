@@ -2,13 +2,15 @@
 
 A run started by `torchrun --nproc_per_node N` sees WORLD_SIZE, RANK and LOCAL_RANK in its environment;
 every rank then draws the same global batch from the same seeded generator and works on its own share
-of it, and gradients are summed over the ranks (see `Trainer.train_step`).
+of it, and gradients are summed over the ranks (see `Trainer.train_step`). The PCA of W and the
+evaluation's paired dataset are shared out the same way.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +18,7 @@ import torch.distributed as dist
 from contrafeat.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+T = TypeVar("T")
 
 
 def mps_available() -> bool:
@@ -115,6 +118,22 @@ def all_gather_objects(value: Any, runtime: Runtime) -> list[Any]:
     gathered: list[Any] = [None] * runtime.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def decided_on_main(decide: Callable[[], T], runtime: Runtime) -> T:
+    """`decide()` run on rank 0 alone; its value, or the UserError it raised, on every rank (which wait for it)."""
+    if not runtime.distributed:
+        return decide()
+    outcome: tuple[T | None, str | None] | None = None
+    if runtime.is_main:
+        try:
+            outcome = (decide(), None)
+        except UserError as error:
+            outcome = (None, str(error))
+    value, failure = broadcast_from_main(outcome, runtime)
+    if failure is not None:
+        raise UserError(failure)
+    return value
 
 
 def barrier(runtime: Runtime) -> None:

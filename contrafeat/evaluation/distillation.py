@@ -20,6 +20,8 @@ from contrafeat.evaluation.shapes3d_truth import Shapes3DSampler, generator_rend
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 
+PAIRS_FOLDER = "pairs"
+"""The pair folder inside a distillation work folder."""
 VARIANTS = ("label", "ada")
 """Group-VAE variants: `label` ties latent i to direction i (the pairs' labels); `ada` finds the changed dims itself."""
 
@@ -63,14 +65,10 @@ def truth_metrics(generator: GeneratorLike, model: VAE, settings: DistillSetting
     }
 
 
-def distil(
-    work: Path, generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, settings: DistillSettings,
-    progress: bool = True,
-) -> tuple[VAE, list[int]]:
-    """Pairs of the distinct directions at `steps`, then a group VAE on them; returns the model and the kept directions."""
-    settings.validate()
+def pair_settings(generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, settings: DistillSettings) -> PairSettings:
+    """The paired dataset of the distinct directions at `steps`."""
     kept = distinct_directions(generator, directions, sensor, steps, seed=settings.seed, threshold=settings.duplicate_threshold)
-    pair_settings = PairSettings(
+    return PairSettings(
         generator_id=generator_identity(generator),
         directions_digest=directions_digest(directions),
         kept=kept,
@@ -79,7 +77,16 @@ def distil(
         shard_size=settings.shard_size,
         seed=settings.seed,
     )
-    dataset = PairDataset(write_pairs(work / "pairs", generator, directions, pair_settings, progress))
+
+
+def distil(
+    work: Path, generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, settings: DistillSettings,
+    progress: bool = True,
+) -> tuple[VAE, list[int]]:
+    """Pairs of the distinct directions at `steps`, then a group VAE on them; returns the model and the kept directions."""
+    settings.validate()
+    pairs = pair_settings(generator, directions, sensor, steps, settings)
+    dataset = PairDataset(write_pairs(work / PAIRS_FOLDER, generator, directions, pairs, progress))
 
     def sample_batch(batch: int, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
         first, second, labels = dataset.sample_batch(batch, rng)
@@ -89,7 +96,7 @@ def distil(
         "ada-gvae", sample_batch, settings.vae_steps, lr=settings.lr, batch=settings.batch, beta=settings.beta,
         latent_dim=directions.count, seed=settings.seed, progress=progress, checkpoint_path=work / f"group_vae_{settings.variant}.pt",
     )
-    return model, kept
+    return model, pairs.kept
 
 
 def reference_vae(work: Path, generator: GeneratorLike, kind: str, settings: DistillSettings, progress: bool = True) -> VAE:

@@ -12,7 +12,7 @@ from torch import nn
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import AttributePredictor, attribute_change_matrix, score_matrix
-from contrafeat.evaluation.calibration import DEFAULT_TARGET, calibrate_steps
+from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration, calibrate_steps
 from contrafeat.evaluation.distillation import DistillSettings, distil, truth_metrics
 from contrafeat.evaluation.true_edits import edit_cosines, has_true_edits, true_edit_tensor
 from contrafeat.gan.interface import GeneratorLike
@@ -54,6 +54,13 @@ def fixed_step_matrix(generator: GeneratorLike, directions: Directions, predicto
     return attribute_change_matrix(generator, directions, predictor, steps, **protocol_of(settings))
 
 
+def calibration_of(generator: GeneratorLike, directions: Directions, sensor: nn.Module, settings: EvaluationSettings) -> Calibration:
+    """Per direction, the step that moves the sensor features by the calibration target."""
+    return calibrate_steps(
+        generator, directions, sensor, target=settings.calibration_target, seed=settings.seed, truncation_psi=settings.truncation_psi
+    )
+
+
 def true_edit_cos(generator: GeneratorLike, directions: Directions) -> float:
     """Mean over the directions of each one's best |cos| with a true edit (generators that know their edits)."""
     return float(edit_cosines(directions, true_edit_tensor(generator)).max(dim=1).values.mean())
@@ -67,14 +74,14 @@ def evaluate_directions(
     settings: EvaluationSettings,
     work: Path,
     progress: bool = True,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
-    """The metrics (flat, for tables) plus the matrices and steps behind them (for evaluation.json)."""
+    """The metrics (flat, for tables) plus the matrices and steps behind them (for evaluation.json);
+    `calibration` is calibration_of's result when it was made already."""
     settings.validate()
     directions.check_compatible(generator)
     fixed = fixed_step_matrix(generator, directions, predictor, settings)
-    calibration = calibrate_steps(
-        generator, directions, sensor, target=settings.calibration_target, seed=settings.seed, truncation_psi=settings.truncation_psi
-    )
+    calibration = calibration or calibration_of(generator, directions, sensor, settings)
     calibrated = attribute_change_matrix(generator, directions, predictor, calibration.steps, **protocol_of(settings))
     fixed_scores, calibrated_scores = score_matrix(fixed), score_matrix(calibrated)
     metrics: dict[str, Any] = {

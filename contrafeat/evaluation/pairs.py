@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from contrafeat.discovery.directions import Directions
+from contrafeat.discovery.distributed import Runtime, barrier, decided_on_main
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import evaluation_codes
 from contrafeat.gan.interface import GeneratorLike
@@ -31,7 +32,6 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.5
 """Mean |cos| of two directions' feature changes above which the later one is dropped (between the true shapes3d edits: at most 0.12)."""
 DEAD_CHANGE = 1e-6
 """A direction whose mean relative feature change stays below this is dropped as dead."""
-
 
 @torch.no_grad()
 def change_vectors(generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -140,12 +140,19 @@ def check_manifest(folder: Path, settings: PairSettings) -> None:
     atomic_write_text(manifest, json.dumps(asdict(settings), indent=2))
 
 
-def write_pairs(folder: Path, generator: GeneratorLike, directions: Directions, settings: PairSettings, progress: bool = True) -> Path:
-    """Render every missing shard of the pair folder (an interrupted run continues where it stopped)."""
+def write_pairs(
+    folder: Path, generator: GeneratorLike, directions: Directions, settings: PairSettings, progress: bool = True, runtime: Runtime | None = None
+) -> Path:
+    """Render every missing shard of the pair folder (an interrupted run continues where it stopped).
+
+    Under data parallelism every rank calls this with the same settings: rank 0 checks or writes the manifest,
+    rank r renders the missing shards s with s % world_size == r, and every shard exists when any rank returns."""
+    runtime = runtime or Runtime()
     if not settings.kept:
         raise UserError("pairs: no direction left after dropping dead and duplicate ones")
-    check_manifest(folder, settings)
-    for shard in tqdm(range(settings.num_shards), disable=not progress, desc="pairs", unit="shard"):
+    decided_on_main(lambda: check_manifest(folder, settings), runtime)
+    shards = range(runtime.rank, settings.num_shards, runtime.world_size)
+    for shard in tqdm(shards, disable=not (progress and runtime.is_main), desc="pairs", unit="shard"):
         path = folder / SHARD_PATTERN.format(shard)
         if path.is_file():
             continue
@@ -153,6 +160,7 @@ def write_pairs(folder: Path, generator: GeneratorLike, directions: Directions, 
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(temporary, **arrays)
         os.replace(temporary, path)
+    barrier(runtime)
     return folder
 
 
