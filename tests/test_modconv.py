@@ -52,9 +52,16 @@ def test_fused_and_non_fused_paths_agree(up: int, kernel: int, demodulate: bool)
 
 
 def test_automatic_path_choice() -> None:
-    assert default_fused_modconv(torch.zeros(1, 2, 4, 4)) is True
-    assert default_fused_modconv(torch.zeros(4, 2, 4, 4)) is False
-    assert default_fused_modconv(torch.zeros(4, 2, 4, 4, device="meta")) is True
+    styles = torch.ones(4, 2)
+    assert default_fused_modconv(torch.zeros(1, 2, 4, 4), styles[:1]) is True
+    assert default_fused_modconv(torch.zeros(4, 2, 4, 4), styles) is False
+    assert default_fused_modconv(torch.zeros(4, 2, 4, 4, device="meta"), styles.to("meta")) is True
+    # renders that back-propagate keep no per-sample weights, on any device
+    trained = styles.to("meta").requires_grad_(True)
+    assert default_fused_modconv(torch.zeros(4, 2, 4, 4, device="meta"), trained) is False
+    assert default_fused_modconv(torch.zeros(1, 2, 4, 4, requires_grad=True), styles[:1]) is False
+    with torch.no_grad():
+        assert default_fused_modconv(torch.zeros(4, 2, 4, 4, device="meta"), trained) is True
 
 
 def test_setup_filter_and_taps_round_trip() -> None:

@@ -161,9 +161,12 @@ class Trainer:
                 states.append(random_state(device))
                 pieces.append(self.objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features))
         after = random_state(device)
-        own = [torch.cat(stage, dim=1).cpu() for stage in zip(*pieces)]
-        gathered = distributed.all_gather_objects(own, self.runtime)
-        whole = [torch.cat(stage, dim=1).to(device).requires_grad_(True) for stage in zip(*gathered)]
+        whole = [torch.cat(stage, dim=1) for stage in zip(*pieces)]
+        del pieces
+        if self.runtime.distributed:
+            gathered = distributed.all_gather_objects([stage.cpu() for stage in whole], self.runtime)
+            whole = [torch.cat(stage, dim=1).to(device) for stage in zip(*gathered)]
+        whole = [stage.requires_grad_(True) for stage in whole]
         terms = self.objective.loss_of_changes(whole)
         self.scaler.scale(sum(terms.values())).backward()
         start = int(batches[0][0])
