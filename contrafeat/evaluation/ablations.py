@@ -31,7 +31,7 @@ class AblationSettings:
     """How much work each variant gets; `quick()` is the ten-minute version."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
+    steps: int = 250
     pca_samples: int = 1_000_000
     eval_samples: int = 500
     mask_samples: int = 250
