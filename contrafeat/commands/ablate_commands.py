@@ -18,12 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "ablate", "Run ablation studies on the shapes3d world over several seeds; write tables and a figure per study.")
     parser.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {STUDY_HELP}; or all")
     defaults = AblationSettings()
+    quick = defaults.quick()
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"discovery seeds (default {' '.join(map(str, defaults.seeds))}; --quick: the first)")
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default {defaults.steps}; --quick: 100)")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default {defaults.steps}; --quick: {quick.steps})")
     parser.add_argument("--pca-samples", type=int, default=None, help=f"mapped samples of the PCA of W (default {defaults.pca_samples})")
     parser.add_argument("--samples", type=int, default=None, help=f"samples of each attribute-change matrix (default {defaults.eval_samples})")
     parser.add_argument("--mask-samples", type=int, default=None, help=f"samples per factor pair of the mask study (default {defaults.mask_samples})")
-    parser.add_argument("--quick", action="store_true", help="the ten-minute version: one seed, 100 steps, fewer samples")
+    parser.add_argument("--quick", action="store_true", help=f"the ten-minute version: one seed, {quick.steps} steps, fewer samples")
     parser.add_argument("--jobs", type=int, default=defaults.jobs, help="runs at once, in worker processes sharing the cores (1: in this process)")
     parser.add_argument(
         "--job-threads", type=int, default=defaults.threads, help="torch threads of each run; numbers reproduce exactly for the same seeds and value"

@@ -53,6 +53,13 @@ def short_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def training_fingerprint(config: DiscoveryConfig, evaluation: EvaluationSettings) -> dict[str, Any]:
+    """What a trained cell's numbers depend on: the config (execution fields aside) and how it is judged."""
+    learned = {key: value for key, value in config.to_dict().items() if key not in EXECUTION_FIELDS}
+    judged = {key: value for key, value in asdict(evaluation).items() if key != "distill"}
+    return {"kind": "training", "config": learned, "evaluation": judged}
+
+
 @dataclass(frozen=True)
 class TrainingCell:
     """Train one configuration (or build closed-form directions) and score them at the fixed step."""
@@ -61,10 +68,14 @@ class TrainingCell:
     evaluation: EvaluationSettings
     folder: Path
 
+    @classmethod
+    def in_work(cls, work: Path, config: DiscoveryConfig, evaluation: EvaluationSettings) -> TrainingCell:
+        """The cell in work/cells/<method>-seed<seed>-<hash of everything learned and judged>, shared by every study asking for it."""
+        name = f"{config.method.replace('+', '_')}-seed{config.seed}-{short_hash(training_fingerprint(config, evaluation))}"
+        return cls(config, evaluation, work / "cells" / name)
+
     def fingerprint(self) -> dict[str, Any]:
-        learned = {key: value for key, value in self.config.to_dict().items() if key not in EXECUTION_FIELDS}
-        judged = {key: value for key, value in asdict(self.evaluation).items() if key != "distill"}
-        return {"kind": "training", "config": learned, "evaluation": judged}
+        return training_fingerprint(self.config, self.evaluation)
 
     def compute(self) -> dict[str, Any]:
         resuming = (self.folder / CHECKPOINT_FILE).is_file()
@@ -92,12 +103,6 @@ class MaskCell:
     def compute(self) -> dict[str, Any]:
         result = run_mask_analysis(build_sensor(self.sensor), self.samples, DEFAULT_SIGMA, "abs", self.seed)
         return {"rows": summary_table(result)}
-
-
-def training_folder(work: Path, config: DiscoveryConfig, evaluation: EvaluationSettings) -> Path:
-    """work/cells/<method>-seed<seed>-<hash of everything learned and judged>: shared by every study that asks for it."""
-    probe = TrainingCell(config, evaluation, work)
-    return work / "cells" / f"{config.method.replace('+', '_')}-seed{config.seed}-{short_hash(probe.fingerprint())}"
 
 
 def full_fingerprint(cell: Cell, threads: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from contrafeat.discovery.subspace import load_or_compute_pca
 from contrafeat.errors import UserError
-from contrafeat.evaluation.ablation_cells import Cell, MaskCell, TrainingCell, config_of, run_cells, training_folder
+from contrafeat.evaluation.ablation_cells import Cell, MaskCell, TrainingCell, config_of, run_cells
 from contrafeat.evaluation.ablation_studies import MASK_STUDY, TRAINING_STUDIES, StudyContext, Variant
 from contrafeat.evaluation.evaluate_run import EvaluationSettings
 from contrafeat.evaluation.mask_analysis import MODE_TITLES, MODES, PAPER_TABLE8, SETTINGS
@@ -67,10 +67,6 @@ class StudyOutput:
     folder: Path
 
 
-def study_context(settings: AblationSettings) -> StudyContext:
-    return StudyContext(w_dim=load_generator(GENERATOR).w_dim, alexnet_weights=settings.alexnet_weights)
-
-
 def training_cells(name: str, settings: AblationSettings, work: Path, context: StudyContext) -> list[tuple[Variant, int, Cell]]:
     """(variant, seed, cell) for every variant of the study at every seed."""
     evaluation = settings.evaluation()
@@ -78,7 +74,7 @@ def training_cells(name: str, settings: AblationSettings, work: Path, context: S
     for variant in TRAINING_STUDIES[name].variants(context):
         for seed in settings.seeds:
             config = config_of({"checkpoint": GENERATOR, **variant.overrides}, seed, settings.steps, settings.pca_samples)
-            cells.append((variant, seed, TrainingCell(config, evaluation, training_folder(work, config, evaluation))))
+            cells.append((variant, seed, TrainingCell.in_work(work, config, evaluation)))
     return cells
 
 
@@ -93,11 +89,12 @@ def run_studies(names: list[str], settings: AblationSettings, work: Path, out: P
     """Every cell of the named studies (each distinct cell once, shared cells reused), then each study's outputs."""
     settings.validate()
     started = time.perf_counter()
-    context = study_context(settings)
+    generator = load_generator(GENERATOR)
+    context = StudyContext(w_dim=generator.w_dim, alexnet_weights=settings.alexnet_weights)
     planned = {name: training_cells(name, settings, work, context) for name in names if name in TRAINING_STUDIES}
     masks = mask_cells(settings, work) if MASK_STUDY in names else []
     if planned:
-        load_or_compute_pca(load_generator(GENERATOR), cache_dir("pca"), settings.pca_samples, seed=0, progress=progress)
+        load_or_compute_pca(generator, cache_dir("pca"), settings.pca_samples, seed=0, progress=progress)
     unique = masks + list({cell.folder: cell for cells in planned.values() for _, _, cell in cells}.values())
     results = dict(zip((cell.folder for cell in unique), run_cells(unique, settings.jobs, settings.threads, progress)))
     elapsed = time.perf_counter() - started
