@@ -19,7 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from contrafeat.commands.evaluate_commands import REFERENCE_KINDS
 from contrafeat.discovery.methods import METHODS, method_spec
+from contrafeat.evaluation.disentanglement import COUNTS
+from contrafeat.evaluation.distillation import DistillSettings
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 
 CONTRAFEAT = [sys.executable, "-m", "contrafeat.cli"]
@@ -31,8 +34,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="discovery seeds per method")
     parser.add_argument("--steps", type=int, default=None, help="training steps of the trained methods (default: each method's preset)")
     parser.add_argument("--distill-seeds", type=int, default=None, help="only the first N seeds get the group-VAE part (default: all)")
-    parser.add_argument("--pairs", type=int, default=20_000, help="pairs per distilled run")
-    parser.add_argument("--vae-steps", type=int, default=3_000, help="group-VAE and reference-VAE training steps")
+    parser.add_argument("--pairs", type=int, default=DistillSettings.num_pairs, help="pairs per distilled run")
+    parser.add_argument("--vae-steps", type=int, default=DistillSettings.vae_steps, help="group-VAE and reference-VAE training steps")
+    parser.add_argument("--metric-counts", default=DistillSettings.metric_counts, choices=list(COUNTS), help="FVM / MIG / DCI sample counts")
     parser.add_argument("--predictor", default="exact", help="attribute predictor of `contrafeat evaluate`")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, each with 1 torch thread per job's share of the cores")
     parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate the cells whose evaluation is already there")
@@ -55,6 +59,10 @@ def cell_folder(args: argparse.Namespace, method: str, seed: int) -> Path:
     return args.work / f"{method.replace('+', '_')}-seed{seed}"
 
 
+def distill_options(args: argparse.Namespace) -> list[str]:
+    return ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps), "--metric-counts", args.metric_counts]
+
+
 def metric_row(folder: Path, method: str, seed: int) -> dict:
     stored = json.loads((folder / "evaluation.json").read_text())
     return {"run": folder.name, "method": method, "seed": seed, **stored["metrics"]}
@@ -74,12 +82,12 @@ def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.
                 command += ["--steps", str(args.steps)]
         run(command, log)
     evaluate = [*base, "evaluate", str(folder), "--out", str(folder / "evaluation"), "--predictor", args.predictor, "--no-progress"]
-    evaluate += ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)] if distill else ["--no-distill"]
+    evaluate += [*distill_options(args), "--seed", str(seed)] if distill else ["--no-distill"]
     run(evaluate, log)
     return metric_row(folder, method, seed)
 
 
-def finished_rows(args: argparse.Namespace) -> list[dict]:
+def finished_rows(args: argparse.Namespace, distill_seeds: list[int]) -> list[dict]:
     """The rows of the cells (and reference VAEs) evaluated so far, running nothing."""
     rows = [
         metric_row(cell_folder(args, method, seed), method, seed)
@@ -87,22 +95,20 @@ def finished_rows(args: argparse.Namespace) -> list[dict]:
         for method in args.methods
         if (cell_folder(args, method, seed) / "evaluation.json").is_file()
     ]
-    return rows + reference_rows(args, threads=1, run_missing=False)
+    return rows + [row for seed in distill_seeds for row in reference_rows(args, seed, threads=1, run_missing=False)]
 
 
-def reference_rows(args: argparse.Namespace, threads: int, run_missing: bool = True) -> list[dict]:
-    """beta-VAE and FactorVAE on the procedural images, one row each (only those already there unless run_missing)."""
-    out = args.work / "references"
+def reference_rows(args: argparse.Namespace, seed: int, threads: int, run_missing: bool = True) -> list[dict]:
+    """beta-VAE and FactorVAE on the procedural images with one seed, a row each (only those already there unless run_missing)."""
+    out = args.work / f"references-seed{seed}"
     if run_missing:
-        command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress"]
-        run(command + ["--pairs", str(args.pairs), "--vae-steps", str(args.vae_steps)], args.work / "references.log")
+        command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress", "--seed", str(seed)]
+        run(command + distill_options(args), args.work / f"references-seed{seed}.log")
     rows = []
-    for kind in ("beta-vae", "factor-vae"):
+    for kind, weight in REFERENCE_KINDS.items():
         stored = out / "references" / f"{kind}.json"
-        if not stored.is_file():
-            continue
-        metrics = json.loads(stored.read_text())["metrics"]
-        rows.append({"run": f"reference {kind}", "method": f"{kind} (on the images)", "seed": 0, **metrics})
+        if stored.is_file():
+            rows.append({"run": f"reference {kind}", "method": f"{kind} ({weight}, on the images)", "seed": seed, **json.loads(stored.read_text())["metrics"]})
     return rows
 
 
@@ -110,18 +116,16 @@ def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    distill_seeds = len(args.seeds) if args.distill_seeds is None else args.distill_seeds
-    cells = [(method, seed, position < distill_seeds) for position, seed in enumerate(args.seeds) for method in args.methods]
+    distill_seeds = args.seeds[: len(args.seeds) if args.distill_seeds is None else args.distill_seeds]
+    cells = [(method, seed, seed in distill_seeds) for seed in args.seeds for method in args.methods]
     start = time.perf_counter()
     if args.only_finished:
-        rows = finished_rows(args)
+        rows = finished_rows(args, distill_seeds)
     else:
         with ThreadPoolExecutor(args.jobs) as pool:
-            references = pool.submit(reference_rows, args, threads) if distill_seeds else None
+            references = [pool.submit(reference_rows, args, seed, threads) for seed in distill_seeds]
             futures = [pool.submit(discover_and_evaluate, method, seed, distill, args, threads) for method, seed, distill in cells]
-            rows = [future.result() for future in futures]
-            if references is not None:
-                rows += references.result()
+            rows = [future.result() for future in futures] + [row for future in references for row in future.result()]
     elapsed = time.perf_counter() - start
     order = {method: position for position, method in enumerate(args.methods)}
     rows.sort(key=lambda row: (order.get(row["method"], len(order)), row["seed"]))
@@ -130,7 +134,7 @@ def main() -> None:
     csv_path, md_path = write_tables(table, args.out / "discovery_table")
     steps = f"{args.steps} training steps" if args.steps is not None else "each method's preset steps"
     print(f"shapes3d world; seeds {args.seeds}; {steps}; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
-    print(f"group VAE on the first {distill_seeds} seed(s): {args.pairs} pairs, {args.vae_steps} steps, quick metric counts")
+    print(f"group VAE on seed(s) {distill_seeds}: {args.pairs} pairs, {args.vae_steps} steps, {args.metric_counts} metric counts")
     print(to_markdown(table))
     timing = "finished cells only" if args.only_finished else f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s)"
     print(f"{timing}; tables: {csv_path}, {md_path}")

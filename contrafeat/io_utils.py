@@ -1,6 +1,8 @@
 """Atomic file writes: a reader (or a resumed run) never sees a half-written file."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,3 +29,8 @@ def atomic_torch_save(obj: Any, target: Path) -> None:
     temporary = target.with_name(target.name + ".tmp")
     torch.save(obj, temporary)
     atomic_replace(temporary, target)
+
+
+def short_hash(data: dict[str, Any]) -> str:
+    """12 hex digits naming a JSON-able fingerprint (keys sorted), for folder and file names."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

@@ -168,22 +168,25 @@ def test_bad_inputs_raise_user_errors():
 
 @pytest.mark.slow
 def test_quick_counts_reproduce_the_port_check():
-    result = disentanglement_metrics(IdentityWorld(), identity, seed=0, quick=True)
+    result = disentanglement_metrics(IdentityWorld(), identity, seed=0, counts=QUICK)
     assert set(QUICK) == set(result)
     assert result["factorvae"]["eval_accuracy"] == 1.0
     assert result["mig"]["mig"] > 0.9
     assert result["dci"]["disentanglement"] > 0.9
 
 
-def test_metric_counts_scale_the_quick_or_full_protocol():
-    from contrafeat.evaluation.disentanglement import FULL, metric_counts
+def test_metric_counts_scale_the_quick_full_or_authors_protocol():
+    from contrafeat.evaluation.disentanglement import AUTHORS, FULL, metric_counts
 
-    assert metric_counts(quick=True) == QUICK
-    assert metric_counts(quick=False) == FULL
-    assert metric_counts(quick=False, fraction=0.1)["dci"] == {"num_train": 1000, "num_test": 500}
-    assert metric_counts(quick=True, fraction=1e-6)["mig"] == {"num_train": 2}
+    assert metric_counts("quick") == QUICK
+    assert metric_counts() == FULL
+    assert metric_counts("authors") == AUTHORS and AUTHORS["mig"] == {"num_train": 1000} and AUTHORS["factorvae"] == FULL["factorvae"]
+    assert metric_counts("full", fraction=0.1)["dci"] == {"num_train": 1000, "num_test": 500}
+    assert metric_counts("quick", fraction=1e-6)["mig"] == {"num_train": 2}
     with pytest.raises(UserError, match="metric-fraction"):
-        metric_counts(quick=True, fraction=0.0)
+        metric_counts("quick", fraction=0.0)
+    with pytest.raises(UserError, match="metric-counts"):
+        metric_counts("fast")
 
 
 def test_a_duplicated_factor_costs_mig_one_factor_share():

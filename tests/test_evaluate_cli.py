@@ -9,7 +9,10 @@ import pytest
 from contrafeat.cli import main
 from contrafeat.evaluation.tables import aggregate, mean_std, to_csv, to_markdown
 
-TINY_EVALUATION = ["--samples", "20", "--pairs", "24", "--vae-steps", "2", "--metric-fraction", "0.01", "--sensor", "random-alexnet", "--no-progress"]
+TINY_EVALUATION = [
+    "--samples", "20", "--pairs", "24", "--vae-steps", "2", "--metric-counts", "quick", "--metric-fraction", "0.01", "--sensor", "random-alexnet",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,11 @@ def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path
         assert 0.0 <= metrics[key] <= 1.0, key
     assert 1 <= metrics["found_fixed"] <= 3 and 1 <= metrics["found_calibrated"] <= 3
     assert 1 <= metrics["directions_kept"] <= 3
+    assert metrics["dead"] == len(stored["details"]["dead_directions"]) and len(stored["details"]["image_change"]) == 3
+    assert 0.0 <= metrics["flat_edit_cos"] <= 1.0
     assert len(stored["details"]["fixed_matrix"]) == 3 and len(stored["details"]["fixed_matrix"][0]) == 6
     assert (tiny_run / "evaluation" / "pairs" / "pairs.json").is_file()
-    assert (tiny_run / "evaluation" / "group_vae_label.pt").is_file()
+    assert len(list((tiny_run / "evaluation").glob("group_vae-*.pt"))) == 1
     assert (tiny_run / "attribute_matrix.png").stat().st_size > 1000
     with open(out / "evaluation.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -50,11 +55,23 @@ def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path
     assert "using evaluation.json made earlier" in capsys.readouterr().err
 
 
+def test_the_truth_row_goes_through_evaluate_at_the_top_of_the_direction_measures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "truth"
+    assert main(["discover", "--method", "truth", "--pca-samples", "2000", "--out", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "tables"), *TINY_EVALUATION]) == 0
+    metrics = json.loads((run / "evaluation.json").read_text())["metrics"]
+    assert metrics["true_edit_cos"] == pytest.approx(1.0, abs=1e-5) and metrics["flat_edit_cos"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["score_fixed"] == pytest.approx(1.0, abs=1e-3) and metrics["found_fixed"] == 6
+    assert metrics["dead"] == 0 and metrics["directions_kept"] == 6
+    assert "| truth | 1 |" in capsys.readouterr().out
+
+
 def test_reference_rows_are_trained_on_the_images(tiny_run, tmp_path, capsys):
     out = tmp_path / "tables"
     assert main(["evaluate", "--references", "--out", str(out), *TINY_EVALUATION]) == 0
     table = (out / "evaluation.md").read_text()
-    assert "beta-vae (on the data)" in table and "factor-vae (on the data)" in table
+    assert "beta-vae (beta 4, on the data)" in table and "factor-vae (gamma 10, on the data)" in table
     assert json.loads((out / "references" / "beta-vae.json").read_text())["metrics"].keys() == {"fvm", "mig", "dci"}
 
 
@@ -63,14 +80,24 @@ def test_reference_rows_are_trained_on_the_images(tiny_run, tmp_path, capsys):
     [
         (["--samples", "0"], "--samples 0"),
         (["--fixed-step", "-1"], "--fixed-step"),
+        (["--fixed-step", "nan"], "--fixed-step nan"),
         (["--predictor", "nonsense"], "--predictor 'nonsense'"),
         (["--metric-fraction", "2"], "--metric-fraction 2"),
+        (["--metric-fraction", "nan"], "--metric-fraction nan"),
+        (["--vae-lr", "nan"], "--vae-lr nan"),
+        (["--vae-lr=-0.001"], "--vae-lr -0.001"),
+        (["--beta", "inf"], "--beta inf"),
+        (["--vae-batch", "0"], "--vae-batch 0"),
+        (["--pairs", "-5"], "--pairs -5"),
+        (["--vae-steps", "0"], "--vae-steps 0"),
+        (["--calibration-target", "nan"], "--calibration-target nan"),
     ],
 )
-def test_bad_evaluate_options_are_one_line_errors(tiny_run, tmp_path, capsys, extra, message):
-    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path), "--no-distill", *extra]) == 2
+def test_bad_evaluate_options_are_one_line_errors_before_any_work(tiny_run, tmp_path, capsys, extra, message):
+    assert main(["evaluate", str(tiny_run), "--out", str(tmp_path), *extra]) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "evaluation.csv").exists()
 
 
 def test_evaluate_without_runs_is_an_error(capsys):

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from contrafeat.cli import main
 from contrafeat.discovery.directions import load_directions
@@ -16,7 +17,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("method", [name for name in METHODS if not name.startswith("contra-")])
+@pytest.mark.parametrize("method", [name for name in METHODS if not name.startswith("contra-") and METHODS[name].directions != "truth"])
 def test_method_runs_from_the_cli(tmp_path, capsys, method):
     run = tmp_path / "run"
     trains = METHODS[method].trains
@@ -49,3 +50,32 @@ def test_a_training_free_run_is_not_overwritten(tmp_path, capsys):
     assert main(["discover", "--method", "ganspace", "--out", str(run), *TINY]) == 0
     assert main(["discover", "--method", "sefa", "--out", str(run), *TINY]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_truth_writes_the_worlds_exact_edits_as_an_ordinary_run(tmp_path, capsys):
+    from contrafeat.gan.zoo import load_generator
+
+    run = tmp_path / "run"
+    assert main(["discover", "--method", "truth", "--out", str(run), *TINY]) == 0
+    for name in ("config.yaml", "pca.safetensors", "directions.safetensors", "directions.json", "report.html", "attention.png"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint.pt").exists() and "nothing is trained" in capsys.readouterr().err
+    directions = load_directions(run)
+    world = load_generator("shapes3d")
+    assert directions.count == 6 and directions.method == "truth"
+    assert directions.names == list(world.factor_names)
+    for index, (vector, weights) in enumerate(world.true_edits()):
+        assert torch.allclose(directions.vectors[index], vector) and torch.allclose(directions.attention[index], weights)
+    assert (directions.steps > 0).all()
+    assert len(list((run / "traversals").glob("traversal_*.png"))) == 6
+
+
+def test_truth_on_a_generator_without_known_edits_is_one_clear_error(tmp_path, capsys):
+    from stylegan2_factories import random_generator
+
+    from contrafeat.gan.checkpoints import save_native
+
+    save_native(random_generator(with_discriminator=False), tmp_path / "native")
+    code = main(["discover", "--method", "truth", "--checkpoint", str(tmp_path / "native"), "--out", str(tmp_path / "run"), *TINY])
+    assert code == 2
+    assert "does not know its exact per-factor edits" in capsys.readouterr().err

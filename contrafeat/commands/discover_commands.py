@@ -18,8 +18,8 @@ from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
 from contrafeat.errors import UserError
-from contrafeat.evaluation.true_edits import comparison_table, has_true_edits, per_direction_table
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
+from contrafeat.gan.interface import GeneratorLike, has_true_edits
 from contrafeat.gan.zoo import load_generator
 from contrafeat.paths import cache_dir
 from contrafeat.viz.attention import write_attention_heatmap

@@ -6,6 +6,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -16,7 +17,8 @@ from contrafeat.editing.edit import STRENGTH_FORMAT, edit_strip, parse_strengths
 from contrafeat.editing.image_input import load_image
 from contrafeat.editing.projector import SPACES, ProjectionResult, default_loss_network, load_projected_w, project, save_projected_w
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import DEAD_ROW, attribute_change_matrix, build_predictor
+from contrafeat.evaluation.attribute_scores import attribute_change_matrix, build_predictor, evaluation_codes
+from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.features import Sensor, build_sensor
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.zoo import load_generator
@@ -187,20 +189,21 @@ def _valid_name(text: str, directions: Directions, index: int) -> str:
     return name
 
 
-def _strongest(index: int, row: torch.Tensor, attribute_names: list[str]) -> AutoName:
-    """The attribute a matrix row moves most and the runner-up's share of it (no name yet)."""
+def _strongest(index: int, row: torch.Tensor, attribute_names: list[str], dead: bool) -> AutoName:
+    """The attribute a matrix row moves most and the runner-up's share of it (no name yet; none for a dead direction)."""
     values, order = (part.tolist() for part in row.sort(descending=True))
     change = values[0]
-    if change <= DEAD_ROW:
+    if dead or change <= 0:
         return AutoName(index, None, None, change, None, 0.0)
     if len(order) == 1:
         return AutoName(index, None, attribute_names[order[0]], change, None, 0.0)
     return AutoName(index, None, attribute_names[order[0]], change, attribute_names[order[1]], values[1] / change)
 
 
-def auto_names(matrix: torch.Tensor, attribute_names: list[str]) -> list[AutoName]:
-    """Per row of an attribute-change matrix [K, A]: the attribute moved most, made unique, marked when entangled."""
-    found = [_strongest(index, row, attribute_names) for index, row in enumerate(matrix.double())]
+def auto_names(matrix: torch.Tensor, attribute_names: list[str], dead: Sequence[int] = ()) -> list[AutoName]:
+    """Per row of an attribute-change matrix [K, A]: the attribute moved most, made unique, marked when entangled;
+    `dead` rows (directions that do not move the image) get no name."""
+    found = [_strongest(index, row, attribute_names, index in dead) for index, row in enumerate(matrix.double())]
     for attribute in {entry.top for entry in found if entry.top is not None}:
         group = sorted((entry for entry in found if entry.top == attribute), key=lambda entry: entry.ratio)
         for rank, entry in enumerate(group, start=1):
@@ -216,7 +219,8 @@ def _auto(args: argparse.Namespace, directions: Directions) -> None:
     directions.check_compatible(generator)
     predictor = build_predictor(args.predictor, generator)
     matrix = attribute_change_matrix(generator, directions, predictor, directions.steps, num_samples=args.samples)
-    found = auto_names(matrix, predictor.names)
+    dead, _ = dead_directions(generator, directions, directions.steps, evaluation_codes(generator, DEAD_CHECK_SAMPLES, 0, 0.5))
+    found = auto_names(matrix, predictor.names, dead)
     for entry in found:
         directions.names[entry.index] = entry.name
     _report_auto(found, f"names from the attribute changes ({args.predictor}, {args.samples} samples, suggested steps)")

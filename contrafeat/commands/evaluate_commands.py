@@ -21,14 +21,13 @@ from contrafeat.discovery.methods import method_label
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import AttributePredictor, build_predictor
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration
-from contrafeat.evaluation.disentanglement import metric_counts
-from contrafeat.evaluation.distillation import PAIRS_FOLDER, VARIANTS, DistillSettings, pair_settings, reference_vae, truth_metrics
-from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, EvaluationSettings, calibration_of, evaluate_directions
+from contrafeat.evaluation.disentanglement import COUNTS, metric_counts
+from contrafeat.evaluation.distillation import PAIRS_FOLDER, REFERENCE_BETA, REFERENCE_GAMMA, VARIANTS, DistillSettings, pair_settings, reference_vae, truth_metrics
+from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, SCORING_VERSION, EvaluationSettings, calibration_of, evaluate_directions
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
-from contrafeat.evaluation.true_edits import has_true_edits
 from contrafeat.features import build_sensor
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, has_true_edits
 from contrafeat.gan.zoo import load_generator
 from contrafeat.io_utils import atomic_write_text
 from contrafeat.viz.attribute_matrix import write_attribute_matrices
@@ -36,7 +35,8 @@ from contrafeat.viz.attribute_matrix import write_attribute_matrices
 RESULT_FILE = "evaluation.json"
 WORK_FOLDER = "evaluation"
 """Inside a run folder: the pairs and group-VAE checkpoint of its evaluation."""
-REFERENCE_KINDS = ("beta-vae", "factor-vae")
+REFERENCE_KINDS = {"beta-vae": f"beta {REFERENCE_BETA:g}", "factor-vae": f"gamma {REFERENCE_GAMMA:g}"}
+"""The reference VAEs trained on the images, with the weight each is run at."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,8 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--pairs", type=int, default=DistillSettings.num_pairs, help="pairs rendered for the group VAE")
     evaluate.add_argument("--vae-steps", type=int, default=DistillSettings.vae_steps, help="group-VAE (and reference VAE) training steps")
     evaluate.add_argument("--vae-variant", default=DistillSettings.variant, choices=VARIANTS, help="label: latent i is direction i; ada: inferred")
-    evaluate.add_argument("--beta", type=float, default=DistillSettings.beta, help="KL weight of the VAEs")
-    evaluate.add_argument("--full-metrics", action="store_true", help="the full disentanglement_lib sample counts (slow) instead of the quick ones")
+    evaluate.add_argument("--beta", type=float, default=DistillSettings.beta, help="KL weight of the group VAE (1: a plain VAE's ELBO, as the authors)")
+    evaluate.add_argument("--vae-lr", type=float, default=DistillSettings.lr, help="Adam learning rate of the group VAE and the reference VAEs")
+    evaluate.add_argument("--vae-batch", type=int, default=DistillSettings.batch, help="pairs (reference VAEs: images) per VAE step")
+    evaluate.add_argument(
+        "--metric-counts", default=DistillSettings.metric_counts, choices=list(COUNTS),
+        help="sample counts of FVM / MIG / DCI: full (disentanglement_lib's, as the published tables), authors (MIG and DCI on 1,000 points) or quick (a quick look only)",
+    )
     evaluate.add_argument("--metric-fraction", type=float, default=1.0, help="scale the metric sample counts down by this factor (a faster, noisier look)")
     evaluate.add_argument("--references", action="store_true", help="add beta-VAE and FactorVAE rows trained on the procedural images")
     evaluate.add_argument("--recompute", action="store_true", help=f"ignore {RESULT_FILE} files made earlier with the same settings")
@@ -69,12 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> EvaluationSettings:
-    metric_counts(not args.full_metrics, args.metric_fraction)
+    metric_counts(args.metric_counts, args.metric_fraction)
     distill = None
     if not args.no_distill:
         distill = DistillSettings(
-            num_pairs=args.pairs, vae_steps=args.vae_steps, variant=args.vae_variant, beta=args.beta, seed=args.seed,
-            quick_metrics=not args.full_metrics, metric_fraction=args.metric_fraction,
+            num_pairs=args.pairs, vae_steps=args.vae_steps, variant=args.vae_variant, beta=args.beta, lr=args.vae_lr, batch=args.vae_batch, seed=args.seed,
+            metric_counts=args.metric_counts, metric_fraction=args.metric_fraction,
         )
     settings = EvaluationSettings(
         fixed_step=args.fixed_step, calibration_target=args.calibration_target, num_samples=args.samples,
@@ -86,7 +91,7 @@ def settings_from(args: argparse.Namespace) -> EvaluationSettings:
 
 def fingerprint(args: argparse.Namespace, settings: EvaluationSettings, sensor: str) -> dict[str, Any]:
     """What a stored result depends on besides the run itself."""
-    return {"settings": asdict(settings), "predictor": args.predictor, "sensor": sensor}
+    return {"settings": asdict(settings), "predictor": args.predictor, "sensor": sensor, "scoring": SCORING_VERSION}
 
 
 def earlier_result(path: Path, key: dict[str, Any], recompute: bool) -> dict[str, Any] | None:
@@ -173,7 +178,7 @@ def plan_pairs(folder: Path, args: argparse.Namespace, settings: EvaluationSetti
         return None
     run.directions.check_compatible(generator)
     calibration = calibration_of(generator, run.directions, sensor, settings)
-    return PairPlan(run.checkpoint, calibration, pair_settings(generator, run.directions, sensor, calibration.steps, settings.distill))
+    return PairPlan(run.checkpoint, calibration, pair_settings(generator, run.directions, sensor, calibration, settings.distill))
 
 
 def render_pairs(args: argparse.Namespace, settings: EvaluationSettings, runtime: Runtime) -> dict[Path, Calibration]:
@@ -202,7 +207,7 @@ def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> li
     for kind in REFERENCE_KINDS:
         work = args.out / "references"
         stored = work / f"{kind}.json"
-        key = {"settings": asdict(settings.distill)}
+        key = {"settings": asdict(settings.distill), "beta": REFERENCE_BETA, "gamma": REFERENCE_GAMMA, "scoring": SCORING_VERSION}
         previous = earlier_result(stored, key, args.recompute)
         if previous is not None:
             metrics = previous["metrics"]
@@ -210,7 +215,7 @@ def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> li
             model = reference_vae(work, generator, kind, settings.distill, progress=not args.no_progress)
             metrics = truth_metrics(generator, model, settings.distill)
             atomic_write_text(stored, json.dumps({"fingerprint": key, "metrics": metrics}, indent=2))
-        rows.append({"run": f"reference {kind}", "method": f"{kind} (on the data)", "seed": settings.seed, **metrics})
+        rows.append({"run": f"reference {kind}", "method": f"{kind} ({REFERENCE_KINDS[kind]}, on the data)", "seed": settings.seed, **metrics})
     return rows
 
 

@@ -149,6 +149,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "latentclr+att": {**AUTHORS_BASELINE, "batch_size": 4, "cos_mode": "abs"},
     "recog": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 8},
     "recog+att": {**AUTHORS_BASELINE, "batch_size": 8},
+    "truth": {"steps": 0},
 }
 """Per-method values under every preset: the attention a method requires, and the authors' baseline settings
 (LatentCLR: batch 4 and |cos| as in its reference code; Recog: batch 8)."""

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 class MethodSpec:
     """What a method is made of.
 
-    directions: `learned` (trained in the top-k PCA subspace), `ganspace` (the top PCs of W, fixed) or
-    `sefa` (SeFa's closed-form eigenvectors, fixed). attention: the attention mode the method
-    requires, or None when `--attention` decides. objective: `bi`, `pt`, `latentclr`, `recog`, `loss`
+    directions: `learned` (trained in the top-k PCA subspace), `ganspace` (the top PCs of W, fixed),
+    `sefa` (SeFa's closed-form eigenvectors, fixed) or `truth` (the generator's exact per-factor edits with
+    their own layer weights, for generators that know them). attention: the attention mode the method
+    requires, or None when `--attention` decides (or, for `truth`, when the edits bring their own). objective: `bi`, `pt`, `latentclr`, `recog`, `loss`
     (the contrast chosen with `--loss`) or None (nothing to train).
     """
 
@@ -48,8 +49,11 @@ METHODS: dict[str, MethodSpec] = {
     "latentclr+att": MethodSpec("learned", "softmax", "latentclr", "LatentCLR with the layer attention trained alongside"),
     "recog": MethodSpec("learned", "none", "recog", "Voynov & Babenko: a reconstructor must tell from an image pair which direction moved and how far"),
     "recog+att": MethodSpec("learned", "softmax", "recog", "Recog with the layer attention trained alongside"),
+    "truth": MethodSpec(
+        "truth", None, None, "the world's exact per-factor edits with their own layer weights (the upper bound of every measure); nothing is trained"
+    ),
 }
-"""Every `--method` name, in the order the paper's tables list them."""
+"""Every `--method` name, in the order the paper's tables list them, then the answer key."""
 
 CONTRAST_LOSSES = ("bi", "pt")
 

@@ -5,16 +5,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from contrafeat.discovery.config import DiscoveryConfig
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
+from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, method_spec, uses_sensor
 from contrafeat.discovery.objectives import Objective
 from contrafeat.discovery.precision import accelerate_sensor
+from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import Trainer, navigator_directions
+from contrafeat.errors import UserError
 from contrafeat.features import build_sensor
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.identity import generator_identity
+from contrafeat.gan.interface import GeneratorLike, has_true_edits
 from contrafeat.gan.zoo import load_generator
 from contrafeat.paths import cache_dir
 
@@ -33,6 +38,12 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     """Models, the PCA of W (shared by the ranks), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
+    truth = method_spec(config.method).directions == "truth"
+    if truth and not has_true_edits(generator):
+        raise UserError(
+            f"--method {config.method}: generator {config.checkpoint} does not know its exact per-factor edits "
+            "(no true_edits() and factors()); only a ground-truth world such as shapes3d has a truth row"
+        )
     if runtime.is_main and verbose:
         print(describe_method(config, generator), file=sys.stderr)
     sensor = None
@@ -42,6 +53,9 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress, runtime=runtime)
     if runtime.is_main:
         pca.save(run_dir / "pca.safetensors")
+    if truth:
+        directions = true_edit_directions(generator, pca, config.method) if runtime.is_main else None
+        return TrainedRun(generator, pca, None, directions)
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     if objective is not None:
         trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
@@ -52,3 +66,13 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
         trainer.run(progress=progress)
     directions = navigator_directions(navigator, pca, config.method, generator) if runtime.is_main else None
     return TrainedRun(generator, pca, objective, directions)
+
+
+def true_edit_directions(generator: GeneratorLike, pca: PCABasis, method: str) -> Directions:
+    """The generator's exact per-factor edits as a Directions artefact, named after the factors."""
+    edits = generator.true_edits()
+    vectors = torch.stack([vector for vector, _ in edits]).float().cpu()  # [F, C]
+    attention = torch.stack([weights for _, weights in edits]).float().cpu()  # [F, L]
+    return Directions(
+        vectors, attention, suggest_steps(vectors, attention, pca), method, generator_identity(generator), names=list(generator.factor_names)
+    )

@@ -6,7 +6,6 @@ each with a fixed number of torch threads, or in this process (`jobs` = 1).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,11 +21,12 @@ from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import method_spec
 from contrafeat.discovery.run import train_run
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
-from contrafeat.evaluation.attribute_scores import build_predictor, score_matrix
-from contrafeat.evaluation.evaluate_run import EvaluationSettings, fixed_step_matrix, true_edit_cos
+from contrafeat.evaluation.attribute_scores import build_predictor
+from contrafeat.evaluation.evaluate_run import SCORING_VERSION, EvaluationSettings, fixed_step_scores
 from contrafeat.evaluation.mask_analysis import DEFAULT_SIGMA, run_mask_analysis, summary_table
+from contrafeat.evaluation.true_edits import true_edit_agreement
 from contrafeat.features import build_sensor
-from contrafeat.io_utils import atomic_write_text
+from contrafeat.io_utils import atomic_write_text, short_hash
 
 RESULT_FILE = "result.json"
 EXECUTION_FIELDS = ("device", "checkpoint_every", "log_every", "micro_batch", "precision", "channels_last", "compile")
@@ -49,15 +49,11 @@ def config_of(overrides: dict[str, Any], seed: int, steps: int, pca_samples: int
     return build_config("shapes3d", None, values)
 
 
-def short_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def training_fingerprint(config: DiscoveryConfig, evaluation: EvaluationSettings) -> dict[str, Any]:
     """What a trained cell's numbers depend on: the config (execution fields aside) and how it is judged."""
     learned = {key: value for key, value in config.to_dict().items() if key not in EXECUTION_FIELDS}
     judged = {key: value for key, value in asdict(evaluation).items() if key != "distill"}
-    return {"kind": "training", "config": learned, "evaluation": judged}
+    return {"kind": "training", "config": learned, "evaluation": judged, "scoring": SCORING_VERSION}
 
 
 @dataclass(frozen=True)
@@ -84,8 +80,8 @@ class TrainingCell:
         trained = train_run(self.config, self.folder, resuming, Runtime(device=torch.device("cpu")), progress=False, verbose=False)
         directions = trained.directions
         directions.save(self.folder)
-        scores = score_matrix(fixed_step_matrix(trained.generator, directions, build_predictor("exact", trained.generator), self.evaluation))
-        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_cos(trained.generator, directions)}
+        scores = fixed_step_scores(trained.generator, directions, build_predictor("exact", trained.generator), self.evaluation)
+        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_agreement(trained.generator, directions)["true_edit_cos"]}
 
 
 @dataclass(frozen=True)

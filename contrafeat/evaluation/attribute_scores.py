@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
-from contrafeat.evaluation.true_edits import factor_difference, has_true_edits
-from contrafeat.gan.interface import GeneratorLike
-
-DEAD_ROW = 1e-9
-"""A row whose largest change is below this moves no attribute: it scores 0 and finds nothing."""
-
+from contrafeat.evaluation.true_edits import factor_difference
+from contrafeat.gan.interface import GeneratorLike, has_true_edits
 
 class AttributePredictor(Protocol):
     """Predicts named attribute values of generated samples and measures their signed change."""
@@ -165,16 +161,18 @@ def top_two_gap(rows: torch.Tensor) -> torch.Tensor:
     return top[:, 0] - top[:, 1]
 
 
-def score_matrix(matrix: torch.Tensor) -> AttributeScores:
-    """Row-normalised disentanglement score, distinct attributes found, and the raw-matrix score."""
+def score_matrix(matrix: torch.Tensor, dead: Sequence[int] = ()) -> AttributeScores:
+    """Row-normalised disentanglement score, distinct attributes found, and the raw-matrix score; the `dead` rows
+    (directions that do not move the image, see `dead_directions`) and all-zero rows score 0 and find nothing."""
     matrix = matrix.double()
     peak = matrix.max(dim=1).values
-    alive = peak > DEAD_ROW
-    normalised = torch.where(alive[:, None], matrix / peak.clamp_min(DEAD_ROW)[:, None], torch.zeros_like(matrix))
+    alive = peak > 0
+    alive[list(dead)] = False
+    normalised = torch.where(alive[:, None], matrix / peak.clamp_min(torch.finfo(matrix.dtype).tiny)[:, None], torch.zeros_like(matrix))
     argmax = [int(row.argmax()) if live else None for row, live in zip(normalised, alive)]
     return AttributeScores(
         score=float(top_two_gap(normalised).mean()),
         found=len({column for column in argmax if column is not None}),
-        score_before_norm=float(top_two_gap(matrix).mean()),
+        score_before_norm=float(top_two_gap(torch.where(alive[:, None], matrix, torch.zeros_like(matrix))).mean()),
         row_argmax=argmax,
     )

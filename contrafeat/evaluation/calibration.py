@@ -15,6 +15,7 @@ from torch import nn
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import evaluation_codes
+from contrafeat.evaluation.dead_directions import dead_directions
 from contrafeat.gan.interface import GeneratorLike
 
 DEFAULT_TARGET = 0.4
@@ -25,11 +26,14 @@ START_DIVISOR = 16.0
 
 @dataclass
 class Calibration:
-    """Calibrated steps [K], the movement they reach [K], and which directions never reached the target."""
+    """Calibrated steps [K], the movement they reach [K], which directions never reached the target, and which
+    do not move the image at their step (dead, see `dead_directions`) with every direction's RMS pixel change [K]."""
 
     steps: torch.Tensor
     movement: torch.Tensor
     unreached: list[int]
+    dead: list[int]
+    image_change: torch.Tensor
 
 
 def stage_norms(features: list[torch.Tensor]) -> torch.Tensor:
@@ -72,7 +76,7 @@ def calibrate_steps(
     batch_size: int = 64,
 ) -> Calibration:
     """Per direction, the step whose movement equals `target` (within 2**-iterations of the bracket)."""
-    if target <= 0:
+    if not 0 < target < float("inf"):
         raise UserError(f"--calibration-target {target}: expected a positive relative feature movement")
     probe = MovementProbe(generator, directions, sensor, evaluation_codes(generator, num_samples, seed, truncation_psi), batch_size)
     steps, reached, unreached = [], [], []
@@ -92,7 +96,8 @@ def calibrate_steps(
                 high, moved = middle, moved_middle
         steps.append(high)
         reached.append(moved)
-    return Calibration(torch.tensor(steps), torch.tensor(reached), unreached)
+    dead, image_change = dead_directions(generator, directions, torch.tensor(steps), probe.codes)
+    return Calibration(torch.tensor(steps), torch.tensor(reached), unreached, dead, image_change)
 
 
 def bracket(probe: MovementProbe, index: int, start: float, target: float, max_doublings: int) -> tuple[float, float, float]:

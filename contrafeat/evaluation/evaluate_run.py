@@ -11,13 +11,17 @@ from torch import nn
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import AttributePredictor, attribute_change_matrix, score_matrix
+from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, attribute_change_matrix, evaluation_codes, score_matrix
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration, calibrate_steps
+from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.evaluation.distillation import DistillSettings, distil, truth_metrics
-from contrafeat.evaluation.true_edits import edit_cosines, has_true_edits, true_edit_tensor
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.evaluation.true_edits import TRUE_EDIT_STEP, true_edit_agreement
+from contrafeat.gan.interface import GeneratorLike, has_true_edits
 
-DEFAULT_FIXED_STEP = 0.5
+SCORING_VERSION = 2
+"""Changes whenever the scoring itself changes (2: dead directions judged against real edits, effect-space cosine,
+published metric counts), so results stored by an older scoring are never reused."""
+DEFAULT_FIXED_STEP = TRUE_EDIT_STEP
 """The fixed-protocol step: every true shapes3d edit at this step changes its factor alone (score 1, six found)."""
 
 
@@ -33,8 +37,10 @@ class EvaluationSettings:
     distill: DistillSettings | None = field(default_factory=DistillSettings)
 
     def validate(self) -> None:
-        if self.fixed_step <= 0:
-            raise UserError(f"--fixed-step {self.fixed_step}: expected a positive step")
+        if not 0 < self.fixed_step < float("inf"):
+            raise UserError(f"--fixed-step {self.fixed_step}: expected a positive finite step")
+        if not 0 < self.calibration_target < float("inf"):
+            raise UserError(f"--calibration-target {self.calibration_target}: expected a positive finite relative feature movement")
         if self.num_samples < 1:
             raise UserError(f"--samples {self.num_samples}: expected a positive integer")
         if not 0 < self.truncation_psi <= 1:
@@ -54,16 +60,19 @@ def fixed_step_matrix(generator: GeneratorLike, directions: Directions, predicto
     return attribute_change_matrix(generator, directions, predictor, steps, **protocol_of(settings))
 
 
+def fixed_step_scores(generator: GeneratorLike, directions: Directions, predictor: AttributePredictor, settings: EvaluationSettings) -> AttributeScores:
+    """The fixed-protocol scores, the directions that do not move the image at the fixed step scoring 0."""
+    steps = torch.full((directions.count,), settings.fixed_step)
+    codes = evaluation_codes(generator, DEAD_CHECK_SAMPLES, settings.seed, settings.truncation_psi)
+    dead, _ = dead_directions(generator, directions, steps, codes)
+    return score_matrix(fixed_step_matrix(generator, directions, predictor, settings), dead)
+
+
 def calibration_of(generator: GeneratorLike, directions: Directions, sensor: nn.Module, settings: EvaluationSettings) -> Calibration:
     """Per direction, the step that moves the sensor features by the calibration target."""
     return calibrate_steps(
         generator, directions, sensor, target=settings.calibration_target, seed=settings.seed, truncation_psi=settings.truncation_psi
     )
-
-
-def true_edit_cos(generator: GeneratorLike, directions: Directions) -> float:
-    """Mean over the directions of each one's best |cos| with a true edit (generators that know their edits)."""
-    return float(edit_cosines(directions, true_edit_tensor(generator)).max(dim=1).values.mean())
 
 
 def evaluate_directions(
@@ -83,17 +92,18 @@ def evaluate_directions(
     fixed = fixed_step_matrix(generator, directions, predictor, settings)
     calibration = calibration or calibration_of(generator, directions, sensor, settings)
     calibrated = attribute_change_matrix(generator, directions, predictor, calibration.steps, **protocol_of(settings))
-    fixed_scores, calibrated_scores = score_matrix(fixed), score_matrix(calibrated)
+    fixed_scores, calibrated_scores = score_matrix(fixed, calibration.dead), score_matrix(calibrated, calibration.dead)
     metrics: dict[str, Any] = {
         "score_fixed": fixed_scores.score,
         "found_fixed": fixed_scores.found,
         "score_calibrated": calibrated_scores.score,
         "found_calibrated": calibrated_scores.found,
+        "dead": len(calibration.dead),
     }
     if has_true_edits(generator):
-        metrics["true_edit_cos"] = true_edit_cos(generator, directions)
+        metrics.update(true_edit_agreement(generator, directions))
         if settings.distill is not None:
-            model, kept = distil(work, generator, directions, sensor, calibration.steps, settings.distill, progress)
+            model, kept = distil(work, generator, directions, sensor, calibration, settings.distill, progress)
             metrics.update(truth_metrics(generator, model, settings.distill))
             metrics["directions_kept"] = len(kept)
     details = {
@@ -103,6 +113,8 @@ def evaluate_directions(
         "calibrated_steps": calibration.steps.tolist(),
         "calibrated_movement": calibration.movement.tolist(),
         "calibration_unreached": calibration.unreached,
+        "dead_directions": calibration.dead,
+        "image_change": calibration.image_change.tolist(),
         "row_argmax_fixed": fixed_scores.row_argmax,
         "row_argmax_calibrated": calibrated_scores.row_argmax,
     }

@@ -1,9 +1,9 @@
 """The paired dataset of a set of directions: (G(w - e_i d_i), G(w + e_i d_i)) labelled i, in resumable shards.
 
-Near-duplicate directions are dropped first: for each sample, the cosine between two directions'
-feature changes (from w - e d to w + e d; all sensor stages, each relative to its features) is taken, and its absolute value averaged
-over samples; direction i is dropped when that similarity with an earlier kept direction exceeds the
-threshold, and a direction that moves no feature is dropped too.
+Dead and near-duplicate directions are dropped first: the dead ones (that do not move the image, see
+`dead_directions`) as the caller lists them, and direction i when, for each sample, the cosine between its
+feature change (from w - e d to w + e d; all sensor stages, each relative to its features) and an earlier kept
+direction's, in absolute value and averaged over samples, exceeds the threshold.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -30,8 +31,6 @@ MANIFEST_FILE = "pairs.json"
 SHARD_PATTERN = "pairs-{:05d}.npz"
 DEFAULT_DUPLICATE_THRESHOLD = 0.5
 """Mean |cos| of two directions' feature changes above which the later one is dropped (between the true shapes3d edits: at most 0.12)."""
-DEAD_CHANGE = 1e-6
-"""A direction whose mean relative feature change stays below this is dropped as dead."""
 
 @torch.no_grad()
 def change_vectors(generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -54,13 +53,13 @@ def direction_similarity(changes: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ind,jnd->ijn", unit, unit).abs().mean(dim=2)
 
 
-def keep_distinct(changes: torch.Tensor, threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> list[int]:
-    """Indices of the directions kept: alive, and not within `threshold` of an earlier kept one."""
+def keep_distinct(changes: torch.Tensor, threshold: float = DEFAULT_DUPLICATE_THRESHOLD, dead: Sequence[int] = ()) -> list[int]:
+    """Indices of the directions kept: not `dead`, with some feature change, and not within `threshold` of an earlier kept one."""
     similarity = direction_similarity(changes)
     strength = changes.norm(dim=2).mean(dim=1)
     kept: list[int] = []
     for index in range(changes.shape[0]):
-        if strength[index] < DEAD_CHANGE:
+        if index in dead or not strength[index] > 0:
             continue
         if all(similarity[index, other] <= threshold for other in kept):
             kept.append(index)
@@ -69,11 +68,11 @@ def keep_distinct(changes: torch.Tensor, threshold: float = DEFAULT_DUPLICATE_TH
 
 def distinct_directions(
     generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, num_samples: int = 64, seed: int = 0,
-    threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD, dead: Sequence[int] = (),
 ) -> list[int]:
     """The directions worth making pairs of (see keep_distinct), judged on `num_samples` codes at truncation 1."""
     codes = evaluation_codes(generator, num_samples, seed, truncation_psi=1.0)
-    return keep_distinct(change_vectors(generator, directions, sensor, steps, codes), threshold)
+    return keep_distinct(change_vectors(generator, directions, sensor, steps, codes), threshold, dead)
 
 
 @dataclass

@@ -25,3 +25,8 @@ class GeneratorLike(Protocol):
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Render W+ codes [B, num_ws, w_dim] to images [B, img_channels, R, R] in about [-1, 1]."""
         ...
+
+
+def has_true_edits(generator: object) -> bool:
+    """Whether the generator knows its exact per-factor edits (`true_edits()`) and factor values (`factors(ws)`)."""
+    return callable(getattr(generator, "true_edits", None)) and callable(getattr(generator, "factors", None))
