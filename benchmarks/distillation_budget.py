@@ -28,6 +28,7 @@ import torch
 
 from contrafeat.discovery.run import true_edit_directions
 from contrafeat.discovery.subspace import load_or_compute_pca
+from contrafeat.evaluation.disentanglement import COUNTS
 from contrafeat.evaluation.distillation import PAIRS_FOLDER, DistillSettings, pair_settings, truth_metrics
 from contrafeat.evaluation.evaluate_run import EvaluationSettings, calibration_of
 from contrafeat.evaluation.group_vae import train_vae
@@ -66,9 +67,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, help="variant:lr:beta:batch:pairs")
     parser.add_argument("--points", nargs="+", type=int, default=[500, 1000, 2000, 4000, 8000], help="VAE step counts measured")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of pairs, VAE and metrics")
-    parser.add_argument("--counts", default="quick", help="metric sample counts: full, authors or quick")
+    parser.add_argument("--counts", default="quick", choices=list(COUNTS), help="metric sample counts (quick for the curve; full for a point beside published numbers)")
     parser.add_argument("--jobs", type=int, default=1, help="recipes at once, each in its own process with its share of the cores")
-    parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate and plot the points measured so far")
+    parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate and plot the points measured so far (every --counts)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one recipe:seed in this process
     parser.add_argument("--work", type=Path, default=Path("benchmark_runs/distillation_budget"), help="pairs, checkpoints, points")
     parser.add_argument("--out", type=Path, default=Path("docs/distillation"), help="folder of the CSV and the plot")
@@ -147,20 +148,23 @@ def plot(rows: list[dict], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharex=True)
     targets = {"fvm": 0.95, "mig": 0.5, "dci": 0.8}
+    colours: dict[str, str] = {}
     for axis, metric in zip(axes, ("fvm", "mig", "dci")):
         for recipe in dict.fromkeys(row["recipe"] for row in rows):
-            mine = [row for row in rows if row["recipe"] == recipe]
-            steps = sorted({row["vae_steps"] for row in mine})
-            means = [sum(r[metric] for r in mine if r["vae_steps"] == s) / sum(1 for r in mine if r["vae_steps"] == s) for s in steps]
-            axis.plot(steps, means, marker="o", label=recipe)
+            for count, style in (("quick", dict(marker="o")), ("authors", dict(marker="s", linestyle="none")), ("full", dict(marker="*", markersize=12, linestyle="none"))):
+                mine = [row for row in rows if row["recipe"] == recipe and row["counts"] == count]
+                if not mine:
+                    continue
+                steps = sorted({row["vae_steps"] for row in mine})
+                means = [sum(r[metric] for r in mine if r["vae_steps"] == s) / sum(1 for r in mine if r["vae_steps"] == s) for s in steps]
+                axis.plot(steps, means, label=f"{recipe} ({count} counts)", color=colours.setdefault(recipe, f"C{len(colours)}"), **style)
         axis.axhline(targets[metric], color="grey", linestyle="--", linewidth=1)
         axis.set_xscale("log")
         axis.set_title(metric.upper())
         axis.set_xlabel("group-VAE steps")
         axis.set_ylim(0, 1.02)
     axes[0].legend(fontsize=7, loc="lower right")
-    counts = ", ".join(sorted({row["counts"] for row in rows}))
-    figure.suptitle(f"truth row on shapes3d: metrics against group-VAE training ({counts} metric counts; dashed: target)", fontsize=10)
+    figure.suptitle("truth row on shapes3d: FVM / MIG / DCI against group-VAE training steps (dashed: target)", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
@@ -181,7 +185,8 @@ def main() -> int:
             for result in pool.map(lambda command: subprocess.run([sys.executable, *command]), commands):
                 if result.returncode != 0:
                     raise SystemExit(f"a recipe failed (exit {result.returncode}): {' '.join(result.args)}")
-    paths = [point_path(args.work, recipe, seed, point, args.counts) for recipe, seed in cells for point in sorted(args.points)]
+    counts = list(COUNTS) if args.only_finished else [args.counts]
+    paths = [point_path(args.work, recipe, seed, point, count) for recipe, seed in cells for count in counts for point in sorted(args.points)]
     rows = [json.loads(path.read_text()) for path in paths if path.is_file()]
     if not rows:
         raise SystemExit(f"no measured points under {args.work}")

@@ -50,6 +50,7 @@ def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path
     assert rows[0]["method"] == "contra-bi" and float(rows[0]["fvm"]) == pytest.approx(metrics["fvm"])
     printed = capsys.readouterr()
     assert "| contra-bi | 1 |" in printed.out and "±" not in printed.out
+    assert "quick metric counts x 0.01: a quick look, not comparable with published numbers" in printed.out
 
     assert main(["evaluate", str(tiny_run), "--out", str(out), *TINY_EVALUATION]) == 0
     assert "using evaluation.json made earlier" in capsys.readouterr().err

@@ -114,3 +114,24 @@ def test_render_cache_matches_the_renderer_and_persists(tmp_path):
     assert reopened.filled.sum() == 3
     assert np.array_equal(reopened.images(indices[:1]), expected[:1])
     assert cache.images_path.stat().st_blocks * 512 < cache.images_path.stat().st_size  # sparse: unrendered images take no space
+
+
+def test_grid_codes_encode_each_grid_image_once_and_equal_direct_encoding(tmp_path):
+    from contrafeat.evaluation.disentanglement import encode_factors
+    from contrafeat.evaluation.shapes3d_truth import Shapes3DSampler, grid_representation
+
+    cache = RenderCache(tmp_path, resolution=16, supersample=1, trace_steps=8)
+    seen: list[int] = []
+
+    def encode(images: torch.Tensor) -> np.ndarray:  # a fixed linear "encoder" of [n, 3, 16, 16] images
+        seen.append(len(images))
+        return images.flatten(1).double().numpy() @ np.linspace(-1.0, 1.0, 3 * 16 * 16 * 2).reshape(-1, 2)
+
+    world, represent = grid_representation(cache, encode)
+    factors = np.random.RandomState(0).randint(2, size=(40, 6))  # 40 rows over at most 64 distinct grid images
+    codes = encode_factors(world, represent, factors, rows_per_call=16)
+    assert sum(seen) == len(np.unique(factors, axis=0))  # each distinct grid image encoded once
+    again = encode_factors(world, represent, factors, rows_per_call=16)
+    assert np.array_equal(again, codes) and sum(seen) == len(np.unique(factors, axis=0))  # and never again
+    direct = encode_factors(Shapes3DSampler(cache), encode, factors, rows_per_call=16)
+    assert codes.shape == (40, 2) and np.allclose(codes, direct, atol=1e-9)

@@ -110,13 +110,15 @@ def test_w_projection_reconstructs_generator_renders(world, projected_w):
 def test_w_plus_projection_improves_every_image(world):
     """150 steps in W+ on 20 renders (5 seeds x 4) measured: perceptual 0.0002-0.33 of the start, pixel MSE up to 0.083:
     the shape is discrete, so an image can stay with a wrong shape, and which one does depends on the CPU's float
-    rounding (one of these four ended at MSE 0.072 on an AMD EPYC, 0.030 elsewhere). What the projector guarantees
-    is asserted: every image gets closer in both measures, by a margin; most images reach a close match."""
+    rounding and thread count. On these four, measured with 1 thread: perceptual ratios 0.004-0.46 (median 0.13),
+    MSE 0.0001-0.072 (0.0002-0.12 of the start, median 0.016); another CPU gave the same 0.072 where this one gave
+    0.030 with 2 threads. Asserted is what the projector guarantees, with room: every image gets clearly closer in
+    both measures, and most images reach a close match."""
     generator, sensor, targets, start_perceptual, start_mse = world
     result = project(generator, targets, steps=150, space="w+", loss_network=sensor, progress=False)
     ratio = result.perceptual / start_perceptual
-    assert (ratio < 0.5).all(), ratio
-    assert (result.pixel_mse < 0.6 * start_mse).all(), (result.pixel_mse, start_mse)
+    assert (ratio < 0.75).all() and ratio.median() < 0.3, ratio
+    assert (result.pixel_mse < 0.3 * start_mse).all(), (result.pixel_mse, start_mse)
     assert result.pixel_mse.median() < 0.05, result.pixel_mse
     assert not torch.equal(result.ws, result.ws[:, :1].expand_as(result.ws))  # layers differ in W+
 

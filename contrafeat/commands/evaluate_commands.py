@@ -240,5 +240,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = aggregate(rows)
     paths = write_tables(summary, args.out / "evaluation")
     print(to_markdown(summary))
+    if settings.distill is not None and (settings.distill.metric_counts != "full" or settings.distill.metric_fraction < 1):
+        counts = f"{settings.distill.metric_counts} metric counts x {settings.distill.metric_fraction:g}"
+        print(f"FVM / MIG / DCI at {counts}: a quick look, not comparable with published numbers (--metric-counts full)")
     print(f"tables: {paths[0]}, {paths[1]}, per run {per_run[0]}", file=sys.stderr)
     return 0
