@@ -21,7 +21,11 @@ import torch.distributed as dist
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.methods import (
+    build_navigator,
+    build_objective,
+    renders_per_step,
+)
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.features import build_sensor
@@ -62,7 +66,7 @@ def overhead_table(pca: PCABasis, steps: int) -> None:
         with tempfile.TemporaryDirectory() as folder:
             trainer = build_trainer(method, pca, Path(folder))
             step_seconds = time_trainer(trainer, steps)
-        images = int(trainer.objective.images_per_code * trainer.config.batch_size)
+        images = renders_per_step(trainer.config)
         bare_seconds = time_bare(trainer.generator, trainer.features.sensor, images, repeats=steps // 4 + 1)
         print(
             f"{method:10s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
@@ -120,7 +124,7 @@ def compare_processes(pca: PCABasis, steps: int, threads: int) -> None:
         pca.save(pca_path)
         for method in TRAINED_METHODS:
             config = build_config("shapes3d", None, {"method": method})
-            images = build_objective(config, load_generator("shapes3d")).images_per_code * config.batch_size
+            images = renders_per_step(config)
             one, two = (time_processes(method, pca_path, world, steps, threads) for world in (1, 2))
             print(f"{method:10s} {images / one:12.1f} {images / two:12.1f} {one / two:6.2f}")
 
@@ -139,7 +143,7 @@ def compare_precisions(pca: PCABasis, steps: int) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 trainer = build_trainer(method, pca, Path(folder), runtime, precision=precision, channels_last=True)
                 seconds = time_trainer(trainer, steps)
-            rates.append(trainer.objective.images_per_code * trainer.config.batch_size / seconds)
+            rates.append(renders_per_step(trainer.config) / seconds)
         print(f"{method:10s} " + " ".join(f"{rate:10.1f}" for rate in rates) + f"   bf16/fp32 {rates[1] / rates[0]:.2f}  fp16/fp32 {rates[2] / rates[0]:.2f}")
 
 

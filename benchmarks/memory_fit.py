@@ -181,7 +181,7 @@ def measure_in_process(method: str, resolution: int, micro_batch: int | None, th
         seconds = time.perf_counter() - start
         peak = peak_resident_bytes() - before
     return Measurement(
-        method, resolution, config.batch_size, micro_batch, codes, objective.images_per_code * codes, peak / GB, parts.weights_gb(), seconds
+        method, resolution, config.batch_size, micro_batch, codes, objective.renders_per_batch(config.num_directions, codes), peak / GB, parts.weights_gb(), seconds
     )
 
 

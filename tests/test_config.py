@@ -1,5 +1,8 @@
 """Presets, YAML files and overrides of the discovery configuration."""
+import re
+
 import pytest
+import yaml
 
 from contrafeat.discovery.config import build_config, load_config, save_config
 from contrafeat.errors import UserError
@@ -49,3 +52,42 @@ def test_bad_yaml(tmp_path):
         build_config("shapes3d", tmp_path / "missing.yaml", {})
     with pytest.raises(UserError, match="--preset 'cats'"):
         build_config("cats", None, {})
+
+
+def test_a_render_budget_sets_the_steps(tmp_path):
+    assert build_config("shapes3d", None, {"method": "latentclr", "renders": 1000}).steps == 23  # 44 renders a step
+    assert build_config("shapes3d", None, {"method": "contra-bi", "renders": 1000}).steps == 40  # 25 renders a step
+    assert build_config("ffhq", None, {"method": "recog", "renders": 8000}).steps == 500  # over the preset's 37,500
+    assert build_config("shapes3d", None, {"method": "contra-bi", "renders": 1000, "steps": 40}).steps == 40  # they agree
+    assert build_config("shapes3d", None, {"method": "contra-pt", "renders": 1001}).steps == 51  # rounded up
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"renders": 1000, "steps": 41}, "--steps 41 disagrees with --renders 1000: contra-bi renders 25 images per step at --batch-size 10, so that budget is 40 steps"),
+        ({"renders": 0}, "--renders 0: expected a positive integer"),
+        ({"renders": -5}, "--renders -5: expected a positive integer"),
+        ({"method": "ganspace", "renders": 100}, "--renders 100: method ganspace has nothing to train"),
+    ],
+)
+def test_bad_render_budgets_are_named(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_config("shapes3d", None, overrides)
+
+
+def test_steps_in_a_yaml_file_must_agree_with_the_render_budget(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 41\n")
+    with pytest.raises(UserError, match="--steps 41 disagrees with --renders 1000"):
+        build_config("shapes3d", path, {"renders": 1000})
+
+
+def test_config_yaml_states_the_render_budget(tmp_path):
+    config = build_config("shapes3d", None, {"method": "latentclr", "steps": 7})
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    saved = yaml.safe_load(path.read_text())
+    assert (saved["renders"], saved["renders_per_step"], saved["total_renders"]) == (None, 44, 308)
+    assert load_config(path) == config  # read back, the budget is derived again, not an option
+    assert build_config("shapes3d", path, {}).steps == 7

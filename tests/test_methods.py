@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from contrafeat.cli import build_parser
-from contrafeat.discovery.config import build_config
+from contrafeat.discovery.config import DiscoveryConfig, build_config
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
 from contrafeat.discovery.methods import METHODS, build_navigator, build_objective, latentclr_source, uses_sensor
-from contrafeat.discovery.objectives import FeatureSource, LatentCLR, Recog
+from contrafeat.discovery.objectives import MIN_SHIFT_FRACTION, FeatureSource, LatentCLR, Recog
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.errors import UserError
 from stylegan2_factories import random_generator
@@ -33,7 +33,7 @@ def test_per_method_settings():
     assert (latentclr.lr, latentclr.step_scale, latentclr.diversity_weight) == (0.01, 0.5, 0.0)
     assert (latentclr.attention, latentclr.batch_size, latentclr.cos_mode) == ("none", 4, "abs")
     recog = build_config("shapes3d", None, {"method": "recog+att"})
-    assert (recog.attention, recog.lr, recog.batch_size) == ("softmax", 0.01, 8)
+    assert (recog.attention, recog.lr, recog.batch_size, recog.recog_lr) == ("softmax", 0.01, 8, 1e-3)
     ganspace = build_config("shapes3d", None, {"method": "ganspace"})
     assert (ganspace.attention, ganspace.steps) == ("none", 0)
     assert build_config("ffhq", None, {"method": "recog"}).steps == 37_500
@@ -52,6 +52,11 @@ def test_per_method_settings():
         ({"method": "latentclr", "latentclr_temperature": 0}, "--latentclr-temperature 0"),
         ({"method": "latentclr", "latentclr_temperature_mode": "power"}, "--latentclr-temperature-mode 'power'"),
         ({"method": "recog", "recog_depth": 0}, "--recog-depth 0"),
+        ({"method": "recog", "recog_lr": 0.0}, "--recog-lr 0.0: expected a positive finite number"),
+        ({"method": "recog", "recog_lr": -1e-4}, "--recog-lr -0.0001: expected a positive finite number"),
+        ({"method": "recog", "recog_lr": float("nan")}, "--recog-lr nan: expected a positive finite number"),
+        ({"method": "recog", "recog_lr": float("inf")}, "--recog-lr inf: expected a positive finite number"),
+        ({"method": "recog", "lr": float("nan")}, "--lr nan: expected a positive finite number"),
     ],
 )
 def test_method_rules_are_user_errors(overrides, message):
@@ -97,15 +102,28 @@ def test_sefa_directions_match_a_hand_computed_factorisation():
 
 
 def test_nt_xent_by_hand():
-    # directions 0 and 1 each change two codes along their own axis: positives have |cos| 1, negatives 0
-    changes = torch.tensor([[[1.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [0.0, -3.0]]])
-    assert torch.isclose(nt_xent_loss(changes, 0.5, "multiply"), torch.log(torch.tensor(1 + 2 * math.exp(-0.5))))
-    assert torch.isclose(nt_xent_loss(changes, 0.5, "divide"), torch.log(torch.tensor(1 + 2 * math.exp(-2.0))))
+    # K = 2 directions on B = 2 codes, changes[k, b]. |cos| (r = 1/sqrt 2): (0,0)-(0,1) 1, (0,0)-(1,0) 0,
+    # (0,0)-(1,1) r, (0,1)-(1,0) 0, (0,1)-(1,1) r, (1,0)-(1,1) r. Each anchor's loss is
+    # log(mean over the other direction's changes of e^{t sim}) - log(mean over its own direction's other changes of e^{t sim}).
+    changes = torch.tensor([[[1.0, 0.0], [-3.0, 0.0]], [[0.0, 2.0], [1.0, 1.0]]])
+
+    def by_hand(t: float, r: float) -> float:
+        anchor_00 = math.log((math.exp(t * 0) + math.exp(t * r)) / 2) - t * 1  # anchor (0, 1) alike
+        anchor_10 = math.log((math.exp(t * 0) + math.exp(t * 0)) / 2) - t * r
+        anchor_11 = math.log((math.exp(t * r) + math.exp(t * r)) / 2) - t * r
+        return (2 * anchor_00 + anchor_10 + anchor_11) / 4
+
+    r = 1 / math.sqrt(2)
+    assert nt_xent_loss(changes, 0.5, "multiply", "abs").item() == pytest.approx(by_hand(0.5, r), abs=1e-6)
+    assert nt_xent_loss(changes, 0.5, "divide", "abs").item() == pytest.approx(by_hand(2.0, r), abs=1e-6)
+    assert nt_xent_loss(changes, 0.5, "multiply", "squared").item() == pytest.approx(by_hand(0.5, r**2), abs=1e-6)
     swapped = changes.clone()
     swapped[1, 1] = torch.tensor([1.0, 0.0])  # code 1 of direction 1 now looks like direction 0
     assert nt_xent_loss(swapped, 0.5, "divide") > nt_xent_loss(changes, 0.5, "divide")
     with pytest.raises(ValueError, match="temperature mode"):
         nt_xent_loss(changes, 0.5, "power")
+    with pytest.raises(ValueError, match="at least 2 of each"):
+        nt_xent_loss(changes[:, :1], 0.5)
 
 
 def test_block_features_equal_the_full_synthesis_blocks():
@@ -146,7 +164,7 @@ def gradients_of(method: str, generator, sensor):
 
 def test_latentclr_objective_trains_directions_and_attention_on_generator_features():
     terms, navigator, objective = gradients_of("latentclr+att", random_generator(with_discriminator=False).requires_grad_(False), None)
-    assert isinstance(objective, LatentCLR) and objective.images_per_code == 4
+    assert isinstance(objective, LatentCLR) and objective.renders_per_unit(3) == 4
     assert set(terms) == {"nt_xent"} and torch.isfinite(terms["nt_xent"])
     assert navigator.direction_branch.coefficients.grad.abs().sum() > 0
     assert navigator.attention_branch.logits.grad.abs().sum() > 0
@@ -160,6 +178,19 @@ def test_recog_objective_trains_the_navigator_and_the_reconstructor():
     assert all(p.grad is not None for p in objective.reconstructor.parameters())
     logits, steps = objective.reconstructor(torch.zeros(5, 3, 16, 16), torch.zeros(5, 3, 16, 16))
     assert logits.shape == (5, 3) and steps.shape == (5,)
+    parameters, lr = objective.own_optimisers()["reconstructor"]
+    assert lr == DiscoveryConfig.recog_lr == 1e-3 and {id(p) for p in parameters} == {id(p) for p in objective.reconstructor.parameters()}
+
+
+def test_recog_draws_no_shift_too_small_to_tell():
+    recog = build_objective(tiny_config("recog"), TinyGenerator())
+    draws = recog.draw(20_000, 3, torch.Generator().manual_seed(0))
+    magnitude, minimum = draws["strength"].abs(), MIN_SHIFT_FRACTION * recog.step_scale
+    assert recog.step_scale == 0.5 and minimum == pytest.approx(0.5 / 12)
+    assert magnitude.min() >= minimum and magnitude.max() <= recog.step_scale
+    assert (magnitude == minimum).float().mean().item() == pytest.approx(MIN_SHIFT_FRACTION, abs=0.01)  # the raised share
+    assert (draws["strength"] < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert set(draws["index"].tolist()) == {0, 1, 2}
 
 
 def test_contrast_of_ganspace_att_trains_only_the_attention():

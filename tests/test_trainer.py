@@ -7,7 +7,8 @@ import torch
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
-from contrafeat.discovery.trainer import Trainer, sample_start_codes
+from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, sample_start_codes
+from contrafeat.errors import UserError
 from tiny_world import TinyGenerator, TinySensor
 
 
@@ -45,6 +46,36 @@ def test_resume_is_bit_exact(tmp_path, method):
         assert torch.equal(value, parameters(resumed)[name]), name
     log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+
+
+def assert_same_optimiser_state(ours: dict, theirs: dict) -> None:
+    """Two optimiser state dicts hold the same settings and the same per-parameter tensors."""
+    assert ours["param_groups"] == theirs["param_groups"] and set(ours["state"]) == set(theirs["state"])
+    for index, values in ours["state"].items():
+        for key, value in values.items():
+            assert torch.equal(value, theirs["state"][index][key]), (index, key)
+
+
+def test_recog_trains_its_reconstructor_with_its_own_adam_and_resumes_both(tmp_path):
+    trainer = make_trainer(tmp_path, "recog+att", steps=2, recog_lr=3e-4)
+    assert set(trainer.optimizers) == {"main", "reconstructor"}
+    main, own = trainer.optimizers["main"], trainer.optimizers["reconstructor"]
+    assert [group["lr"] for group in main.param_groups] == [0.01] and [group["lr"] for group in own.param_groups] == [3e-4]
+    assert {id(p) for group in own.param_groups for p in group["params"]} == {id(p) for p in trainer.objective.reconstructor.parameters()}
+    assert {id(p) for group in main.param_groups for p in group["params"]} == {id(p) for p in trainer.navigator.parameters()}
+    trainer.run(progress=False)
+
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert set(state["optimizers"]) == {"main", "reconstructor"} and all(saved["state"] for saved in state["optimizers"].values())
+    resumed = make_trainer(tmp_path, "recog+att", steps=2, recog_lr=3e-4)
+    resumed.load_checkpoint()
+    for name, optimizer in trainer.optimizers.items():
+        assert_same_optimiser_state(optimizer.state_dict(), resumed.optimizers[name].state_dict())
+
+    del state["optimizers"]["reconstructor"]
+    torch.save(state, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(UserError, match="holds the optimiser\\(s\\) main, this run trains with main, reconstructor"):
+        make_trainer(tmp_path, "recog+att", steps=2).load_checkpoint()
 
 
 def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):

@@ -27,8 +27,8 @@ from contrafeat.viz.images import save_image_grid
 from contrafeat.viz.report import write_report
 from contrafeat.viz.traversal import write_traversals
 
-RESUME_OVERRIDABLE = ("steps", "checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
-"""Options that change how a run executes (where, in what chunks, how fast), not what it learns."""
+RESUME_OVERRIDABLE = ("steps", "renders", "checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
+"""Options that change how a run executes (how long, where, in what chunks, how fast), not what it learns."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,6 +80,8 @@ def _read_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
     for name in RESUME_OVERRIDABLE:
         if overrides[name] is not None:
             setattr(config, name, overrides[name])
+    if overrides["renders"] is not None and overrides["steps"] is None:
+        config.steps = config.budget_steps()
     config.validate()
     return config, run_dir, True
 

@@ -1,14 +1,17 @@
 """LatentCLR's pieces: the NT-Xent loss over feature changes and the generator's early block features.
 
-NT-Xent as LatentCLR computes it: K directions applied to B codes give K*B change vectors; for each
-one, the same direction on the other codes are the positives and every other direction's changes
-the negatives; loss = -log(sum_pos exp(t(sim)) / sum_{all others} exp(t(sim))), mean over anchors,
-with sim = |cos| (or cos^2) and t(sim) = sim * temperature (`multiply`, what the reference code does:
-temperature 0.5 there is a conventional temperature of 2) or sim / temperature (`divide`, textbook).
+NT-Xent as the reference code (catlab-team/latentclr, `colat/loss.py`, ContrastiveLoss with its default
+`reduce: mean`) computes it: K directions applied to B codes give K*B change vectors; for each one, the
+same direction on the other B - 1 codes are the positives and the (K - 1) B changes of the other directions
+the negatives; loss = -log(mean_pos exp(t(sim)) / mean_neg exp(t(sim))), mean over the K*B anchors, so the
+denominator holds the negatives alone. sim = |cos| (or cos^2) and t(sim) = sim * temperature (`multiply`,
+what the reference code does: temperature 0.5 there is a conventional temperature of 2) or sim / temperature
+(`divide`, textbook). (The reference's `reduce: sum` differs by the constant log((K - 1) B / (B - 1)).)
 """
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -22,19 +25,22 @@ GENERATOR_BLOCKS = 3
 
 
 def nt_xent_loss(changes: torch.Tensor, temperature: float = 0.5, temperature_mode: str = "multiply", cos_mode: str = "abs") -> torch.Tensor:
-    """NT-Xent over changes [K, B, D] (direction k applied to code b), positives = same k, mean over the K*B anchors."""
+    """NT-Xent over changes [K, B, D] (direction k applied to code b): -log(mean_pos / mean_neg), mean over the K*B anchors."""
     if temperature_mode not in TEMPERATURE_MODES:
         raise ValueError(f"temperature mode {temperature_mode!r}: expected one of {', '.join(TEMPERATURE_MODES)}")
     count, batch = changes.shape[:2]
-    units = F.normalize(changes.flatten(0, 1).flatten(1), dim=1, eps=COS_EPS)
-    cos = units @ units.T
+    if count < 2 or batch < 2:
+        raise ValueError(f"changes of {count} direction(s) on {batch} code(s): NT-Xent needs at least 2 of each")
+    units = F.normalize(changes.flatten(0, 1).flatten(1), dim=1, eps=COS_EPS)  # [K*B, D]
+    cos = units @ units.T  # [K*B, K*B]
     similarity = cos.square() if cos_mode == "squared" else cos.abs()
     logits = similarity * temperature if temperature_mode == "multiply" else similarity / temperature
-    labels = torch.arange(count, device=changes.device).repeat_interleave(batch)
+    labels = torch.arange(count, device=changes.device).repeat_interleave(batch)  # [K*B], direction-major as the reference
+    same = labels[:, None] == labels[None, :]  # [K*B, K*B]: the blocks of one direction
     itself = torch.eye(count * batch, dtype=torch.bool, device=changes.device)
-    logits = logits.masked_fill(itself, float("-inf"))
-    positives = logits.masked_fill(labels[:, None] != labels[None, :], float("-inf"))
-    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(positives, dim=1)).mean()
+    positives = torch.logsumexp(logits.masked_fill(~same | itself, float("-inf")), dim=1) - math.log(batch - 1)  # [K*B]
+    negatives = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1) - math.log((count - 1) * batch)  # [K*B]
+    return (negatives - positives).mean()
 
 
 def has_synthesis_blocks(generator: GeneratorLike) -> bool:

@@ -75,9 +75,12 @@ def similarity_matrix(a: torch.Tensor, b: torch.Tensor, mask_mode: str = "l2", c
     return _similarity(a, b, mask_mode, cos_mode, all_pairs=True)
 
 
-def sample_steps(batch: int, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """Edit strengths s ~ U(-1, 1) * scale, [batch]."""
-    return (torch.rand(batch, generator=generator) * 2 - 1) * scale
+def sample_steps(batch: int, generator: torch.Generator, scale: float = 1.0, min_magnitude: float = 0.0) -> torch.Tensor:
+    """Edit strengths s ~ U(-1, 1) * scale, [batch]; |s| below min_magnitude is raised to it, sign kept (0 -> +min)."""
+    steps = (torch.rand(batch, generator=generator) * 2 - 1) * scale
+    if min_magnitude <= 0:
+        return steps
+    return torch.where(steps < 0, -1.0, 1.0) * steps.abs().clamp_min(min_magnitude)
 
 
 def sample_bi_indices(

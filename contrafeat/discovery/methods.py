@@ -57,6 +57,9 @@ METHODS: dict[str, MethodSpec] = {
 
 CONTRAST_LOSSES = ("bi", "pt")
 
+OBJECTIVES: dict[str, type[Objective]] = {"bi": ContrastBi, "pt": ContrastPt, "latentclr": LatentCLR, "recog": Recog}
+"""The objective class of each MethodSpec.objective name (`loss` resolves to the --loss contrast)."""
+
 
 def method_spec(name: str) -> MethodSpec:
     if name not in METHODS:
@@ -70,6 +73,22 @@ def contrast_loss(config: DiscoveryConfig) -> str | None:
     if objective == "loss":
         return config.loss
     return objective if objective in CONTRAST_LOSSES else None
+
+
+def objective_class(config: DiscoveryConfig) -> type[Objective] | None:
+    """The class of the objective a run trains with; None for methods with nothing to train."""
+    objective = method_spec(config.method).objective
+    return None if objective is None else OBJECTIVES[contrast_loss(config) or objective]
+
+
+def renders_per_step(config: DiscoveryConfig) -> int:
+    """Generator renders (images, edited and unedited) of one training step of the run; 0 when nothing trains.
+
+    Bi: 2.5 B, Pt: 2 B, LatentCLR: (K + 1) B, Recog: 2 B for batch B and K directions. It is the method's
+    count: how the batch is executed (ranks, micro-batches) does not change it.
+    """
+    objective = objective_class(config)
+    return 0 if objective is None else objective.renders_per_batch(config.num_directions, config.batch_size)
 
 
 def method_label(config: DiscoveryConfig) -> str:
@@ -143,7 +162,13 @@ def build_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Object
         )
     if objective == "recog":
         return Recog(
-            config.num_directions, config.step_scale, config.recog_shift_weight, config.recog_width, config.recog_depth, config.seed
+            config.num_directions,
+            config.step_scale,
+            config.recog_shift_weight,
+            config.recog_width,
+            config.recog_depth,
+            config.seed,
+            config.recog_lr,
         )
     if contrast_loss(config) == "bi":
         return ContrastBi(config.step_scale, config.mask, config.cos_mode)

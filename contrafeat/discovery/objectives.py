@@ -15,6 +15,9 @@ from contrafeat.gan.interface import GeneratorLike
 Draws = dict[str, torch.Tensor]
 """One step's random values: tensors [U, ...] hold one row per unit of the batch, 0-d tensors one value per step."""
 
+MIN_SHIFT_FRACTION = 0.5 / 6.0
+"""Recog's smallest shift magnitude as a fraction of the step scale: the reference's min_shift 0.5 of shift_scale 6."""
+
 
 class FeatureSource:
     """Renders of W+ codes and sensor features of them or of given images (kept out of the objectives' state).
@@ -59,11 +62,25 @@ class Objective(nn.Module):
     random value of a step for all units at once, and `compute` takes any subset of units with their rows of
     the draws. Each loss term is a mean over units (except in a CoupledObjective), so a batch split into shares
     (ranks, micro-batches) gives the full batch's loss as the share-size-weighted sum of the shares' losses.
-    `images_per_code` is the number of generator renders per code of the batch (for the images/s log).
+    `renders_per_unit` counts the generator renders (synthesis passes, one per image, edited or not) of one
+    unit; runs are compared by renders, since methods render very different numbers of images per step.
     """
 
-    images_per_code: float = 1.0
     codes_per_unit: int = 1
+
+    @classmethod
+    def renders_per_unit(cls, num_directions: int) -> int:
+        """Generator renders that `compute` makes per unit of the batch, with K = num_directions directions."""
+        raise NotImplementedError
+
+    @classmethod
+    def renders_per_batch(cls, num_directions: int, batch_size: int) -> int:
+        """Generator renders of one step on `batch_size` codes (codes beyond whole units are not used)."""
+        return cls.renders_per_unit(num_directions) * (batch_size // cls.codes_per_unit)
+
+    def own_optimisers(self) -> dict[str, tuple[list[nn.Parameter], float]]:
+        """Parameters trained by an Adam of their own, not the navigator's: name -> (parameters, learning rate)."""
+        return {}
 
     def units(self, ws: torch.Tensor) -> torch.Tensor:
         """Codes [B, L, C] -> units [B // c, c, L, C]; unit u holds codes u, u + B//c, ... (c = codes_per_unit)."""
@@ -85,8 +102,12 @@ class Objective(nn.Module):
 class ContrastBi(Objective):
     """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
 
-    images_per_code = 2.5
     codes_per_unit = 2
+
+    @classmethod
+    def renders_per_unit(cls, num_directions: int) -> int:
+        """w1, w2 unedited, then w1 + s d_i, w2 + s d_i and w2 + s' d_j."""
+        return 5
 
     def __init__(self, step_scale: float, mask: str, cos_mode: str) -> None:
         super().__init__()
@@ -114,7 +135,10 @@ class ContrastBi(Objective):
 class ContrastPt(Objective):
     """The prototype contrast: each direction's change matches its own learned RGB pattern (2 B renders)."""
 
-    images_per_code = 2.0
+    @classmethod
+    def renders_per_unit(cls, num_directions: int) -> int:
+        """w + s/2 d_q and w - s/2 d_q (the K prototypes go through the sensor only, never the generator)."""
+        return 2
 
     def __init__(
         self, num_directions: int, resolution: int, step_scale: float, mask: str, cos_mode: str, seed: int
@@ -146,6 +170,7 @@ class CoupledObjective(Objective):
     are computed without autograd and gathered, the loss and its gradient with respect to the changes are
     computed on the whole batch, and each share's changes are computed again with autograd and back-propagated
     with their slice of that gradient. The parameters' gradients equal the whole batch's, up to float rounding.
+    A split batch is thus rendered twice; `renders_per_unit` counts the method's renders, once.
     """
 
     def changes(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> list[torch.Tensor]:
@@ -163,7 +188,7 @@ class LatentCLR(CoupledObjective):
     """LatentCLR: every direction on every code; NT-Xent with the same direction on other codes as positives.
 
     Features come from the generator's first synthesis blocks when `generator` is given, else from the
-    sensor. Renders (K + 1) B codes per step.
+    sensor. Renders (K + 1) B codes per step (on generator features, passes through the first blocks only).
     """
 
     def __init__(
@@ -177,9 +202,13 @@ class LatentCLR(CoupledObjective):
         noise_mode: str = "random",
     ) -> None:
         super().__init__()
-        self.images_per_code = num_directions + 1.0
         self.step_scale, self.temperature, self.temperature_mode, self.cos_mode = step_scale, temperature, temperature_mode, cos_mode
         self.block_features = SynthesisBlockFeatures(generator, noise_mode) if generator is not None else None
+
+    @classmethod
+    def renders_per_unit(cls, num_directions: int) -> int:
+        """The code unedited, then each of the K directions on it."""
+        return num_directions + 1
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
         """Strengths [U, K] of every direction on every code (drawn direction-major, as the reference code)."""
@@ -203,18 +232,31 @@ class LatentCLR(CoupledObjective):
 class Recog(Objective):
     """Voynov & Babenko: a reconstructor sees (G(w), G(w + s edit_k)) and predicts k (cross-entropy) and s (L1).
 
-    The reconstructor trains with the navigator; 2 B renders per step.
+    The reconstructor trains alongside the navigator with an Adam of its own at learning rate `lr`, as the
+    reference code (anvoynov/GANLatentDiscovery) trains its deformator and shift predictor; 2 B renders per step.
     """
 
-    images_per_code = 2.0
-
-    def __init__(self, num_directions: int, step_scale: float, shift_weight: float, width: int, depth: int, seed: int) -> None:
+    def __init__(self, num_directions: int, step_scale: float, shift_weight: float, width: int, depth: int, seed: int, lr: float) -> None:
         super().__init__()
         self.reconstructor = Reconstructor(num_directions, width, depth, seed)
-        self.step_scale, self.shift_weight = step_scale, shift_weight
+        self.step_scale, self.shift_weight, self.lr = step_scale, shift_weight, lr
+
+    @classmethod
+    def renders_per_unit(cls, num_directions: int) -> int:
+        """The code unedited and edited."""
+        return 2
+
+    def own_optimisers(self) -> dict[str, tuple[list[nn.Parameter], float]]:
+        return {"reconstructor": (list(self.reconstructor.parameters()), self.lr)}
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
-        return {"index": torch.randint(num_directions, (units,), generator=rng), "strength": sample_steps(units, rng, self.step_scale)}
+        """Index k uniform and strength s ~ U(-1, 1) * step_scale with |s| raised to MIN_SHIFT_FRACTION * step_scale.
+
+        As the reference's `make_shifts`: a near-zero shift barely changes the image, so neither its direction
+        nor its sign could be told from the pair.
+        """
+        index = torch.randint(num_directions, (units,), generator=rng)
+        return {"index": index, "strength": sample_steps(units, rng, self.step_scale, min_magnitude=MIN_SHIFT_FRACTION * self.step_scale)}
 
     def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
         ws = units[:, 0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from contrafeat.discovery.config import DiscoveryConfig
+from contrafeat.discovery.config import DiscoveryConfig, run_budget
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, method_spec, uses_sensor
@@ -59,6 +59,12 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     if objective is not None:
         trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
+        if runtime.is_main and verbose:
+            budget = run_budget(config)
+            print(
+                f"budget: {config.steps} steps of {budget['renders_per_step']} generator renders = {budget['total_renders']} renders",
+                file=sys.stderr,
+            )
         if resuming:
             trainer.load_checkpoint()
             if runtime.is_main and verbose:

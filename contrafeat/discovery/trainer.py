@@ -1,4 +1,4 @@
-"""The discovery loop: seeded codes, objective + diversity, Adam, logs, atomic checkpoints, exact resume.
+"""The discovery loop: seeded codes, objective + diversity, Adam(s), logs, atomic checkpoints, exact resume.
 
 Data parallelism and gradient accumulation keep the single-process result. Every rank draws the whole
 global batch (codes and per-unit random values) from the same seeded generator and trains on its share
@@ -36,6 +36,8 @@ from contrafeat.io_utils import atomic_torch_save
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "log.jsonl"
+MAIN_OPTIMISER = "main"
+"""The Adam of the navigator and of the objective's parameters that have no optimiser of their own."""
 
 
 def sample_start_codes(generator: GeneratorLike, batch: int, config: DiscoveryConfig, rng: torch.Generator) -> torch.Tensor:
@@ -81,7 +83,11 @@ def set_random_state(state: list[torch.Tensor], device: torch.device) -> None:
 
 
 class Trainer:
-    """Owns the navigator, the objective, the optimiser and every random state of one run (of one rank)."""
+    """Owns the navigator, the objective, the optimisers and every random state of one run (of one rank).
+
+    `optimizers` holds the main Adam (lr, betas of the config: navigator, prototypes) and one Adam per entry
+    of the objective's `own_optimisers` (Recog's reconstructor at --recog-lr), with the config's betas.
+    """
 
     def __init__(
         self,
@@ -99,8 +105,14 @@ class Trainer:
         check_precision(config.precision, self.runtime.device)
         self.features = FeatureSource(generator, sensor, config.noise_mode, config.precision, config.channels_last)
         self.navigator, self.objective, self.run_dir = navigator.to(self.runtime.device), objective.to(self.runtime.device), run_dir
-        parameters = [p for p in list(navigator.parameters()) + list(objective.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=(config.beta1, config.beta2))
+        betas = (config.beta1, config.beta2)
+        own = {name: ([p for p in parameters if p.requires_grad], lr) for name, (parameters, lr) in objective.own_optimisers().items()}
+        separate = {id(p) for parameters, _ in own.values() for p in parameters}
+        shared = [p for p in [*navigator.parameters(), *objective.parameters()] if p.requires_grad and id(p) not in separate]
+        self.optimizers = {
+            MAIN_OPTIMISER: torch.optim.Adam(shared, lr=config.lr, betas=betas),
+            **{name: torch.optim.Adam(parameters, lr=lr, betas=betas) for name, (parameters, lr) in own.items()},
+        }
         self.scaler = grad_scaler(config.precision, self.runtime.device)
         self.rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(distributed.local_seed(config.seed, self.runtime.rank, 0))
@@ -114,7 +126,8 @@ class Trainer:
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
+        """Every trained parameter, optimiser by optimiser."""
+        return [p for optimizer in self.optimizers.values() for group in optimizer.param_groups for p in group["params"]]
 
     def micro_batches(self, units: int) -> list[torch.Tensor]:
         """Index lists of this rank's share of the batch's units, cut into micro-batches of config.micro_batch codes."""
@@ -128,7 +141,8 @@ class Trainer:
         ws = sample_start_codes(self.generator, self.config.batch_size, self.config, self.rng)
         units = self.objective.units(ws)
         draws = self.objective.draw(units.shape[0], self.navigator.num_directions, self.rng)
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
         coupled = isinstance(self.objective, CoupledObjective) and self.batch_is_split
         terms = self._accumulate_coupled(units, draws) if coupled else self._accumulate(units, draws)
         self._sum_over_ranks(terms)
@@ -195,11 +209,13 @@ class Trainer:
         terms.update(zip(terms, values))
 
     def _optimizer_step(self) -> None:
-        """Unscale (fp16), replace non-finite gradients, Adam step."""
-        self.scaler.unscale_(self.optimizer)
+        """Unscale (fp16), replace non-finite gradients, a step of every Adam, one scaler update."""
+        for optimizer in self.optimizers.values():
+            self.scaler.unscale_(optimizer)
         for parameter in self.parameters:
             torch.nan_to_num_(parameter.grad, nan=0.0, posinf=1e5, neginf=-1e5)
-        self.scaler.step(self.optimizer)
+        for optimizer in self.optimizers.values():
+            self.scaler.step(optimizer)
         self.scaler.update()
 
     def state_dict(self) -> dict:
@@ -208,7 +224,7 @@ class Trainer:
             "step": self.step,
             "navigator": self.navigator.state_dict(),
             "objective": self.objective.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "scaler": self.scaler.state_dict(),
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -229,7 +245,7 @@ class Trainer:
         self.step = int(state["step"])
         self.navigator.load_state_dict(state["navigator"])
         self.objective.load_state_dict(state["objective"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizers(state, path)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.rng.set_state(state["rng"])
@@ -238,6 +254,17 @@ class Trainer:
             self._truncate_log()
         else:
             torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step))
+
+    def _load_optimizers(self, state: dict, path: Path) -> None:
+        """Every optimiser's state, by name (a checkpoint of one optimiser, from before they were named, as the main one)."""
+        saved = state["optimizers"] if "optimizers" in state else {MAIN_OPTIMISER: state["optimizer"]}
+        if set(saved) != set(self.optimizers):
+            raise UserError(
+                f"{path}: the checkpoint holds the optimiser(s) {', '.join(sorted(saved))}, this run trains with "
+                f"{', '.join(sorted(self.optimizers))}; it cannot resume exactly"
+            )
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(saved[name])
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be written again)."""
@@ -248,7 +275,7 @@ class Trainer:
 
     def run(self, progress: bool = True) -> None:
         """Train until config.steps, logging and checkpointing (rank 0); Ctrl-C saves a checkpoint first."""
-        images_per_step = self.objective.images_per_code * self.config.batch_size
+        images_per_step = self.objective.renders_per_batch(self.navigator.num_directions, self.config.batch_size)
         show = progress and self.runtime.is_main
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not show, desc="discover", unit="step")
         started, started_step = time.perf_counter(), self.step
