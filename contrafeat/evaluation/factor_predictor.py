@@ -9,7 +9,6 @@ The argmax of each head is the grid class; the softmax expectation of the class 
 """
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from dataclasses import asdict, dataclass
@@ -18,9 +17,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple
 
 import numpy as np
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
@@ -31,7 +28,8 @@ from contrafeat.errors import UserError
 from contrafeat.evaluation.true_edits import CIRCULAR_FACTORS
 from contrafeat.gan.assembly import one_line
 from contrafeat.gan.shapes_generator import ShapesGenerator
-from contrafeat.io_utils import atomic_replace, atomic_torch_save
+from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
+from contrafeat.io_utils import atomic_torch_save
 
 RESOLUTION = 64
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "shapes3d_factor_cnn.safetensors"
@@ -297,45 +295,16 @@ def train_factor_predictor(
 
 def save_factor_predictor(model: FactorCNN, path: Path, details: Mapping[str, object]) -> None:
     """Write the weights as safetensors, atomically, with the format tag and `details` (as JSON) in the metadata."""
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    metadata = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "details": json.dumps(details)}
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
-    atomic_replace(temporary, path)
+    save_tagged_weights(model, path, FORMAT_TAG, FORMAT_VERSION, details)
 
 
 def load_factor_predictor(path: Path | None = None) -> FactorCNN:
     """The predictor in `path` (default: the bundled weights) in eval mode; UserError naming the file when unusable."""
     path = DEFAULT_WEIGHTS if path is None else Path(path)
     expected = f"the safetensors weights of a FactorCNN written by `contrafeat shapes3d train-predictor` (format {FORMAT_TAG} v{FORMAT_VERSION})"
-    if not path.is_file():
-        raise UserError(f"{path}: factor predictor file not found; expected {expected}")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{path}: unreadable factor predictor ({one_line(error)}); expected {expected}") from None
-    if metadata.get("format") != FORMAT_TAG or metadata.get("version") != FORMAT_VERSION:
-        raise UserError(f"{path}: not a factor predictor of this version; expected {expected}")
     model = FactorCNN()
-    problems = state_problems(state, model.state_dict())
-    if problems:
-        raise UserError(f"{path}: {'; '.join(problems)}; expected {expected}")
-    model.load_state_dict(state)
+    load_tagged_weights(model, path, FORMAT_TAG, FORMAT_VERSION, expected)
     return model.eval()
-
-
-def state_problems(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
-    """Missing and unexpected keys and shape mismatches, described briefly (empty when the state fits)."""
-    problems = [f"missing {key}" for key in expected if key not in given]
-    problems += [f"unexpected {key}" for key in given if key not in expected]
-    problems += [
-        f"{key} has shape {list(given[key].shape)}, expected {list(value.shape)}"
-        for key, value in expected.items()
-        if key in given and given[key].shape != value.shape
-    ]
-    return problems[:4] + ([f"and {len(problems) - 4} more"] if len(problems) > 4 else [])
 
 
 def check_count(count: int, held_out: np.ndarray) -> None:

@@ -6,7 +6,7 @@ import torch
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.gan.interface import GeneratorLike
 
 FACTOR_RANGES = torch.tensor([1.0, 1.0, 1.0, 0.5, 3.0, 60.0])
 """Span of each shapes3d factor (floor, wall, object hue, scale, shape, orientation) used to normalise changes."""

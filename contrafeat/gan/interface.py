@@ -30,3 +30,21 @@ class GeneratorLike(Protocol):
 def has_true_edits(generator: object) -> bool:
     """Whether the generator knows its exact per-factor edits (`true_edits()`) and factor values (`factors(ws)`)."""
     return callable(getattr(generator, "true_edits", None)) and callable(getattr(generator, "factors", None))
+
+
+class WPlusCodes:
+    """Broadcast and truncation of W+ codes for a generator with `num_ws` and `w_avg` (StyleGAN2 semantics)."""
+
+    num_ws: int
+    w_avg: torch.Tensor
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
+        """w [B, w_dim] -> W+ [B, num_ws, w_dim] (the same w for every layer)."""
+        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+
+    def truncate(self, ws: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
+        """Lerp the first `cutoff` layers (all when None) of W+ codes towards w_avg by psi."""
+        if psi == 1:
+            return ws
+        cutoff = self.num_ws if cutoff is None else cutoff
+        return torch.cat([self.w_avg.lerp(ws[:, :cutoff], psi), ws[:, cutoff:]], dim=1)

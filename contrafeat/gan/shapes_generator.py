@@ -17,6 +17,8 @@ from torch import nn
 
 from contrafeat.data.shapes3d import FACTOR_NAMES
 from contrafeat.data.shapes3d_renderer import render
+from contrafeat.gan.factor_levels import levels_to_factors
+from contrafeat.gan.interface import WPlusCodes
 
 Z_DIM = 64
 W_DIM = 64
@@ -30,11 +32,6 @@ FACTOR_BANDS = ((8, 9), (7, 8), (4, 5, 6), (3, 4), (0, 1), (0, 1, 2))
 """W+ layers read by floor_hue, wall_hue, object_hue, scale, shape and orientation."""
 FACTOR_READOUT = (2, 1, 0, 2, 0, 1)
 """Which of the three readout vectors each factor uses: shape & object hue, orientation & wall hue, scale & floor hue share one."""
-HUE_OFFSETS = (0.1, 0.55, 0.85)
-"""Added to the floor, wall and object hues so that the average code shows three different colours."""
-SHAPE_STEP_WIDTH = 0.03
-"""The shape coordinate is a soft staircase of the standardised level: sigmoid steps of this width at 1/4, 1/2, 3/4,
-so each of the four shapes gets a quarter of W and in-between blends are rare, yet the slope is never zero."""
 
 
 def random_top_subspace_basis(covariance: torch.Tensor, subspace: int, count: int, rng: torch.Generator) -> torch.Tensor:
@@ -57,7 +54,7 @@ def band_weights() -> torch.Tensor:
     return weights
 
 
-class ShapesGenerator(nn.Module):
+class ShapesGenerator(WPlusCodes, nn.Module):
     """z [B, 64] -> w [B, 64] -> W+ [B, 10, 64] -> factors [B, 6] -> image [B, 3, R, R] in [-1, 1]."""
 
     factor_names = FACTOR_NAMES
@@ -106,30 +103,15 @@ class ShapesGenerator(nn.Module):
         w = self._map(z)
         return self.w_avg.lerp(w, truncation_psi) if truncation_psi != 1 else w
 
-    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
-        """w [B, w_dim] -> the same code on every layer [B, num_ws, w_dim]."""
-        return w[:, None, :].repeat(1, self.num_ws, 1)
-
-    def truncate(self, ws: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
-        """Lerp W+ codes towards w_avg by psi on the layers below `cutoff` (all layers when None)."""
-        if psi == 1:
-            return ws
-        layers = self.num_ws if cutoff is None else cutoff
-        truncated = ws.clone()
-        truncated[:, :layers] = self.w_avg.lerp(ws[:, :layers], psi)
-        return truncated
+    def levels(self, ws: torch.Tensor) -> torch.Tensor:
+        """W+ codes [B, num_ws, w_dim] -> factor levels [B, 6] in (0, 1): the normal CDF of each standardised readout."""
+        band_means = torch.einsum("blc,fl->bfc", ws - self.w_avg, self.band_weights)
+        standard = torch.einsum("bfc,fc->bf", band_means, self.readouts) / self.readout_spreads
+        return 0.5 * (1.0 + torch.erf(standard / math.sqrt(2.0)))
 
     def factors(self, ws: torch.Tensor) -> torch.Tensor:
         """W+ codes [B, num_ws, w_dim] -> factor values [B, 6]: floor, wall, object hue, scale, shape, orientation."""
-        band_means = torch.einsum("blc,fl->bfc", ws - self.w_avg, self.band_weights)
-        standard = torch.einsum("bfc,fc->bf", band_means, self.readouts) / self.readout_spreads
-        level = 0.5 * (1.0 + torch.erf(standard / math.sqrt(2.0)))
-        hues = torch.remainder(level[:, :3] + level.new_tensor(HUE_OFFSETS), 1.0)
-        steps = level.new_tensor([0.25, 0.5, 0.75])
-        shape = torch.sigmoid((level[:, 4:5] - steps) / SHAPE_STEP_WIDTH).sum(dim=1)
-        scale = 0.75 + 0.5 * level[:, 3]
-        orientation = 60.0 * level[:, 5] - 30.0
-        return torch.cat([hues, torch.stack([scale, shape, orientation], dim=1)], dim=1)
+        return levels_to_factors(self.levels(ws))
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """W+ codes [B, num_ws, w_dim] -> images [B, 3, R, R] in [-1, 1].

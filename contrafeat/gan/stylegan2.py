@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from contrafeat.gan.interface import WPlusCodes
 from contrafeat.gan.layers import FullyConnectedLayer, resolution_channels
 from contrafeat.gan.ops import DEFAULT_FILTER, LRELU_GAIN, bias_act, filter_taps, modulated_conv2d, setup_filter, upsample2d
 from contrafeat.gan.stylegan2_discriminator import Discriminator
@@ -216,7 +217,7 @@ class SynthesisNetwork(nn.Module):
             yield x, img
 
 
-class Generator(nn.Module):
+class Generator(WPlusCodes, nn.Module):
     """StyleGAN2 generator: `mapping` (z -> w), `synthesis` (W+ -> image) and an optional `discriminator`.
 
     The constructor arguments are exactly `config`, so `Generator.from_config(G.config)` rebuilds the architecture.
@@ -274,17 +275,6 @@ class Generator(nn.Module):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Generator":
         return cls(**config)
-
-    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
-        """w [B, w_dim] -> W+ [B, num_ws, w_dim] (the same w for every layer)."""
-        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
-
-    def truncate(self, ws: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
-        """Lerp the first `cutoff` layers (all when None) of W+ codes towards w_avg by psi."""
-        if psi == 1:
-            return ws
-        cutoff = self.num_ws if cutoff is None else cutoff
-        return torch.cat([self.w_avg.lerp(ws[:, :cutoff], psi), ws[:, cutoff:]], dim=1)
 
     def forward(
         self,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
