@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from contrafeat.discovery.run import true_edit_directions
+from contrafeat.discovery.config import build_config
+from contrafeat.discovery.run import answer_key_directions
 from contrafeat.discovery.subspace import load_or_compute_pca
 from contrafeat.evaluation.disentanglement import COUNTS
 from contrafeat.evaluation.distillation import PAIRS_FOLDER, DistillSettings, pair_settings, truth_metrics
@@ -92,7 +93,8 @@ def run_recipe(recipe: Recipe, seed: int, points: list[int], counts: str, work: 
         num_pairs=recipe.pairs, batch=recipe.batch, beta=recipe.beta, lr=recipe.lr, variant=recipe.variant, seed=seed, metric_counts=counts
     )
     generator = load_generator("shapes3d")
-    directions = true_edit_directions(generator, load_or_compute_pca(generator, cache_dir("pca"), 1_000_000, progress=False), "truth")
+    pca = load_or_compute_pca(generator, cache_dir("pca"), 1_000_000, progress=False)
+    directions = answer_key_directions("truth", generator, pca, build_config(overrides={"method": "truth"}))
     started = time.perf_counter()
     sensor = build_sensor("mobilenet_v2", generator=generator)
     calibration = calibration_of(generator, directions, sensor, EvaluationSettings(seed=seed))

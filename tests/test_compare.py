@@ -6,7 +6,7 @@ import pytest
 
 from contrafeat.cli import main
 
-TINY = ["--pca-samples", "2000", "--no-progress"]
+TINY = ["--checkpoint", "shapes3d", "--pca-samples", "2000", "--no-progress"]
 
 
 @pytest.fixture(scope="module")

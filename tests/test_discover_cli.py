@@ -7,7 +7,7 @@ import torch
 from contrafeat.cli import main
 from contrafeat.discovery.directions import load_directions
 
-TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress", "--checkpoint", "shapes3d"]
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,7 @@ def test_discover_on_a_stylegan2_checkpoint_with_its_discriminator(tmp_path):
     save_native(generator, tmp_path / "native")
     run = tmp_path / "run"
     arguments = ["discover", "--checkpoint", str(tmp_path / "native"), "--preset", "ffhq", "--sensor", "discriminator",
-                 "--num-directions", "3", "--subspace-dim", "8", "--out", str(run), *TINY]
+                 "--num-directions", "3", "--subspace-dim", "8", "--out", str(run), *TINY, "--checkpoint", str(tmp_path / "native")]
     assert main(arguments) == 0
     directions = load_directions(run)
     assert (directions.count, directions.num_ws, directions.w_dim) == (3, generator.num_ws, generator.w_dim)

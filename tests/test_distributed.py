@@ -156,7 +156,7 @@ def test_device_auto_is_the_cpu_here():
 def test_torchrun_discover_equals_one_process(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
-    options = ["discover", "--steps", "2", "--batch-size", "4", "--pca-samples", "2000", "--log-every", "1", "--no-progress"]
+    options = ["discover", "--checkpoint", "shapes3d", "--steps", "2", "--batch-size", "4", "--pca-samples", "2000", "--log-every", "1", "--no-progress"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     finished = subprocess.run(
         [*launcher, "-m", "contrafeat", "--threads", "1", *options, "--out", str(tmp_path / "two")],

@@ -43,7 +43,7 @@ def run_dir(tmp_path, generator):
     """A run folder holding the six true edits (step 0.5) and the default shapes3d config."""
     folder = tmp_path / "run"
     true_directions(generator, step=STEP).save(folder)
-    save_config(build_config(), folder / "config.yaml")
+    save_config(build_config("shapes3d"), folder / "config.yaml")
     return folder
 
 
@@ -210,7 +210,7 @@ def test_name_auto_names_the_true_edits_and_marks_an_entangled_one(tmp_path, cap
     mixed = (edits[4][0], 0.4 * edits[4][1] + 0.6 * edits[2][1])  # the shape vector over the shape and object-hue layers
     folder = tmp_path / "run"
     true_directions(generator, extra=[mixed], step=STEP).save(folder)
-    save_config(build_config(), folder / "config.yaml")
+    save_config(build_config("shapes3d"), folder / "config.yaml")
     status, stdout, err = run_cli(capsys, "name", folder, "--auto")
     assert status == 0
     assert stored_names(folder) == [*generator.factor_names, "shape-2?"]

@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory):
     patch.setenv("CONTRAFEAT_CACHE", str(cache))
     run = tmp_path_factory.mktemp("runs") / "bi"
     code = main(
-        ["discover", "--method", "contra-bi", "--steps", "2", "--batch-size", "2", "--num-directions", "3", "--subspace-dim", "4",
+        ["discover", "--checkpoint", "shapes3d", "--method", "contra-bi", "--steps", "2", "--batch-size", "2", "--num-directions", "3", "--subspace-dim", "4",
          "--pca-samples", "2000", "--sensor", "random-alexnet", "--out", str(run), "--no-progress"]
     )
     assert code == 0
@@ -59,7 +59,7 @@ def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path
 def test_the_truth_row_goes_through_evaluate_at_the_top_of_the_direction_measures(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "truth"
-    assert main(["discover", "--method", "truth", "--pca-samples", "2000", "--out", str(run), "--no-progress"]) == 0
+    assert main(["discover", "--checkpoint", "shapes3d", "--method", "truth", "--pca-samples", "2000", "--out", str(run), "--no-progress"]) == 0
     assert main(["evaluate", str(run), "--out", str(tmp_path / "tables"), *TINY_EVALUATION]) == 0
     metrics = json.loads((run / "evaluation.json").read_text())["metrics"]
     assert metrics["true_edit_cos"] == pytest.approx(1.0, abs=1e-5) and metrics["flat_edit_cos"] == pytest.approx(1.0, abs=1e-5)

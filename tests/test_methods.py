@@ -23,7 +23,7 @@ def tiny_config(method: str, **overrides):
 def test_discover_help_lists_every_method():
     discover = build_parser()._subparsers._group_actions[0].choices["discover"]
     text = discover.format_help()
-    assert len(METHODS) == 11
+    assert len(METHODS) == 12 and "best-linear" in METHODS
     for name in METHODS:
         assert name in text, name
 

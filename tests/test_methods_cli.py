@@ -6,9 +6,9 @@ import torch
 
 from contrafeat.cli import main
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.methods import METHODS
+from contrafeat.discovery.methods import ANSWER_KEYS, METHODS
 
-TINY = ["--num-directions", "2", "--batch-size", "4", "--pca-samples", "2000", "--log-every", "1", "--no-progress"]
+TINY = ["--checkpoint", "shapes3d", "--num-directions", "2", "--batch-size", "4", "--pca-samples", "2000", "--log-every", "1", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("method", [name for name in METHODS if not name.startswith("contra-") and METHODS[name].directions != "truth"])
+@pytest.mark.parametrize("method", [name for name in METHODS if not name.startswith("contra-") and METHODS[name].directions not in ANSWER_KEYS])
 def test_method_runs_from_the_cli(tmp_path, capsys, method):
     run = tmp_path / "run"
     trains = METHODS[method].trains
@@ -76,6 +76,6 @@ def test_truth_on_a_generator_without_known_edits_is_one_clear_error(tmp_path, c
     from contrafeat.gan.checkpoints import save_native
 
     save_native(random_generator(with_discriminator=False), tmp_path / "native")
-    code = main(["discover", "--method", "truth", "--checkpoint", str(tmp_path / "native"), "--out", str(tmp_path / "run"), *TINY])
+    code = main(["discover", "--method", "truth", *TINY, "--checkpoint", str(tmp_path / "native"), "--out", str(tmp_path / "run")])
     assert code == 2
     assert "does not know its exact per-factor edits" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def write_true_edit_run(folder: Path) -> Path:
     directions = true_directions(generator)
     directions.names = list(generator.factor_names)
     directions.save(folder)
-    save_config(build_config(), folder / "config.yaml")
+    save_config(build_config("shapes3d"), folder / "config.yaml")
     return folder
 
 

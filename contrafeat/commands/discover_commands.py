@@ -10,7 +10,7 @@ import torch
 
 from contrafeat.commands.common import add_command, add_traversal_options, run_checkpoint
 from contrafeat.discovery import distributed
-from contrafeat.discovery.config import PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
+from contrafeat.discovery.config import DEFAULT_PRESET, PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.precision import check_precision
@@ -18,8 +18,9 @@ from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
 from contrafeat.errors import UserError
+from contrafeat.evaluation.evaluate_run import attribute_comparison
 from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
 from contrafeat.gan.zoo import load_generator
 from contrafeat.paths import cache_dir
 from contrafeat.viz.attention import write_attention_heatmap
@@ -32,8 +33,8 @@ RESUME_OVERRIDABLE = ("steps", "renders", "checkpoint_every", "log_every", "devi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    discover = add_command(subparsers, "discover", "Learn K semantic directions with layer attention (default: the shapes3d world).")
-    discover.add_argument("--preset", default="shapes3d", choices=sorted(PRESETS), help="hyper-parameter preset")
+    discover = add_command(subparsers, "discover", "Learn K semantic directions with layer attention (default: the learned shapes3d world).")
+    discover.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="hyper-parameter preset")
     discover.add_argument("--config", type=Path, default=None, help="YAML file of option values (applied over the preset)")
     discover.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
     discover.add_argument("--resume", type=Path, default=None, help="continue the run in this folder where it stopped")
@@ -133,8 +134,10 @@ def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca
         per_direction = per_direction_table(directions, generator, names)
         comparison = comparison_table(generator, directions, pca)
         tables = [("directions judged with the true edits", per_direction), ("against plain PCA and random directions", comparison)]
-        for caption, rows in tables:
-            print_table(caption, rows)
+    elif has_factors(generator):
+        tables = [("attribute matrix at the fixed step, against plain PCA and random directions", attribute_comparison(generator, directions, pca))]
+    for caption, rows in tables:
+        print_table(caption, rows)
     report = write_report(run_dir, tables, title=f"contrafeat: {directions.method} on {run_dir.name}")
     print(f"report: {report}", file=sys.stderr)
 

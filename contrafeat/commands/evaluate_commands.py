@@ -27,7 +27,7 @@ from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, SCORING_VERSI
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.features import build_sensor
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.gan.interface import GeneratorLike, has_factors
 from contrafeat.gan.zoo import load_generator
 from contrafeat.io_utils import atomic_write_text
 from contrafeat.viz.attribute_matrix import write_attribute_matrices
@@ -169,12 +169,12 @@ class PairPlan:
 
 def plan_pairs(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> PairPlan | None:
     """The pairs evaluating a run renders; None when it renders none
-    (its stored result is reused, the distillation is off, or the generator has no true factors)."""
+    (its stored result is reused, the distillation is off, or the generator has no known factors)."""
     run = read_run(folder, args, settings)
     if run.previous is not None or settings.distill is None:
         return None
     generator, sensor, _ = load_models(run, args)
-    if not has_true_edits(generator):
+    if not has_factors(generator):
         return None
     run.directions.check_compatible(generator)
     calibration = calibration_of(generator, run.directions, sensor, settings)
@@ -201,8 +201,8 @@ def reference_rows(args: argparse.Namespace, settings: EvaluationSettings) -> li
     if settings.distill is None:
         raise UserError("--references needs the distillation part (leave out --no-distill)")
     generator = load_generator(args.checkpoint or "shapes3d")
-    if not has_true_edits(generator):
-        raise UserError("--references: the reference VAEs need the shapes3d world's true factors")
+    if not has_factors(generator):
+        raise UserError("--references: the reference VAEs need a shapes3d world's factors (--checkpoint shapes3d or shapes3d-learned)")
     rows = []
     for kind in REFERENCE_KINDS:
         work = args.out / "references"

@@ -1,9 +1,12 @@
-"""`contrafeat shapes3d render` (images of the procedural 3DShapes world with their factor labels) and
-`contrafeat shapes3d train-predictor` (the CNN that reads the factors back off images)."""
+"""`contrafeat shapes3d render` (images of the procedural 3DShapes world with their factor labels),
+`contrafeat shapes3d train-predictor` (the CNN that reads the factors back off images) and
+`contrafeat shapes3d train-world` (the learned generator `shapes3d-learned`)."""
 from __future__ import annotations
 
 import argparse
 import csv
+import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from contrafeat.commands.common import add_command
 from contrafeat.data.shapes3d import FACTOR_NAMES, NUM_IMAGES, NpzWriter, factor_values, index_to_factors, iter_renders
 from contrafeat.errors import UserError
 from contrafeat.evaluation import factor_predictor
+from contrafeat.gan.learned_world_training import WorldSettings, train_world
 
 RESOLUTIONS = (32, 64, 128)
 LABELS_FILE = "labels.csv"
@@ -33,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     render.set_defaults(handler=run_render)
     register_train_predictor(actions)
+    register_train_world(actions)
 
 
 def register_train_predictor(actions: argparse._SubParsersAction) -> None:
@@ -51,6 +56,32 @@ def register_train_predictor(actions: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train_predictor)
+
+
+def register_train_world(actions: argparse._SubParsersAction) -> None:
+    train = add_command(
+        actions,
+        "train-world",
+        "Train the learned shapes3d generator (its W -> factor map, no image rendered) and write its weights; "
+        "the package ships the result as shapes3d-learned.",
+    )
+    defaults = WorldSettings()
+    train.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
+    for name in fields(WorldSettings):
+        flag = "--" + name.name.replace("_", "-")
+        train.add_argument(flag, type=type(getattr(defaults, name.name)), default=getattr(defaults, name.name), help=name.metadata["help"])
+    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between atomic checkpoints")
+    train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.set_defaults(handler=run_train_world)
+
+
+def run_train_world(args: argparse.Namespace) -> int:
+    settings = WorldSettings(**{name.name: getattr(args, name.name) for name in fields(WorldSettings)})
+    started = time.perf_counter()
+    train_world(args.out, settings, checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
+    print(f"wrote {args.out} ({settings.steps} steps, {time.perf_counter() - started:.0f} s this run)")
+    return 0
 
 
 def choose_indices(count: int | None, render_all: bool, seed: int) -> np.ndarray:

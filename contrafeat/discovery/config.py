@@ -23,7 +23,7 @@ BUDGET_KEYS = ("renders_per_step", "total_renders")
 class DiscoveryConfig:
     """Everything a discovery run depends on; saved as config.yaml in the run folder."""
 
-    checkpoint: str = field(default="shapes3d", metadata={"help": "generator: zoo name or checkpoint path"})
+    checkpoint: str = field(default="shapes3d-learned", metadata={"help": "generator: zoo name (shapes3d-learned, shapes3d) or checkpoint path"})
     method: str = field(default="contra-bi", metadata={"help": f"discovery method, one of {', '.join(METHODS)}"})
     loss: str = field(default="bi", metadata={"help": "contrast loss (bi or pt) that trains the attention of ganspace+att and sefa+att"})
     num_directions: int = field(default=10, metadata={"help": "K, the number of directions learned"})
@@ -163,8 +163,10 @@ class DiscoveryConfig:
         return dataclasses.asdict(self)
 
 
+DEFAULT_PRESET = "shapes3d-learned"
 PRESETS: dict[str, dict[str, Any]] = {
-    "shapes3d": {},
+    "shapes3d-learned": {},
+    "shapes3d": {"checkpoint": "shapes3d"},
     "ffhq": {
         "checkpoint": "ffhq.pkl",
         "num_directions": 30,
@@ -175,7 +177,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 500,
     },
 }
-"""Values that differ from the dataclass defaults (the shapes3d preset). ffhq is the authors' FFHQ-512 setting."""
+"""Values that differ from the dataclass defaults (the shapes3d-learned preset): shapes3d is the written-down linear
+world with exact true edits, ffhq the authors' FFHQ-512 setting."""
 
 AUTHORS_BASELINE = {"lr": 0.01, "step_scale": 0.5, "diversity_weight": 0.0}
 """The authors' LatentCLR and Recog runs: Adam lr 0.01, step scale 0.5, no diversity term."""
@@ -188,6 +191,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "recog": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 8},
     "recog+att": {**AUTHORS_BASELINE, "batch_size": 8},
     "truth": {"steps": 0},
+    "best-linear": {"steps": 0},
 }
 """Per-method values under every preset: the attention a method requires, and the authors' baseline settings
 (LatentCLR: batch 4 and |cos| as in its reference code; Recog: batch 8)."""
@@ -213,7 +217,7 @@ def config_fields() -> list[dataclasses.Field]:
     return list(fields(DiscoveryConfig))
 
 
-def build_config(preset: str = "shapes3d", yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> DiscoveryConfig:
+def build_config(preset: str = DEFAULT_PRESET, yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> DiscoveryConfig:
     """Preset values, then a YAML file's, then explicit overrides (None values are ignored); --renders sets steps unless given."""
     if preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")

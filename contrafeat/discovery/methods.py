@@ -22,10 +22,11 @@ class MethodSpec:
     """What a method is made of.
 
     directions: `learned` (trained in the top-k PCA subspace), `ganspace` (the top PCs of W, fixed),
-    `sefa` (SeFa's closed-form eigenvectors, fixed) or `truth` (the generator's exact per-factor edits with
-    their own layer weights, for generators that know them). attention: the attention mode the method
-    requires, or None when `--attention` decides (or, for `truth`, when the edits bring their own). objective: `bi`, `pt`, `latentclr`, `recog`, `loss`
-    (the contrast chosen with `--loss`) or None (nothing to train).
+    `sefa` (SeFa's closed-form eigenvectors, fixed), `truth` (the generator's exact per-factor edits with
+    their own layer weights, for generators that know them) or `best-linear` (per factor, the optimised linear
+    edit, for generators with factor levels). attention: the attention mode the method requires, or None when
+    `--attention` decides (or, for the answer keys, when the edits bring their own). objective: `bi`, `pt`,
+    `latentclr`, `recog`, `loss` (the contrast chosen with `--loss`) or None (nothing to train).
     """
 
     directions: str
@@ -52,8 +53,17 @@ METHODS: dict[str, MethodSpec] = {
     "truth": MethodSpec(
         "truth", None, None, "the world's exact per-factor edits with their own layer weights (the upper bound of every measure); nothing is trained"
     ),
+    "best-linear": MethodSpec(
+        "best-linear",
+        None,
+        None,
+        "per factor, the linear W+ edit (vector and layer weights) that an optimiser finds to move that factor most alone, "
+        "read from the world's factor levels (the upper bound of every linear method); nothing is trained",
+    ),
 }
-"""Every `--method` name, in the order the paper's tables list them, then the answer key."""
+"""Every `--method` name, in the order the paper's tables list them, then the answer keys."""
+ANSWER_KEYS = ("truth", "best-linear")
+"""Direction kinds read from the world's known factors instead of discovered (see `discovery.run.answer_key_directions`)."""
 
 CONTRAST_LOSSES = ("bi", "pt")
 

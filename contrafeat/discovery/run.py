@@ -10,7 +10,8 @@ import torch
 from contrafeat.discovery.config import DiscoveryConfig, run_budget
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, method_spec, uses_sensor
+from contrafeat.discovery.best_linear import best_linear_edits
+from contrafeat.discovery.methods import ANSWER_KEYS, build_navigator, build_objective, describe_method, method_spec, uses_sensor
 from contrafeat.discovery.objectives import Objective
 from contrafeat.discovery.precision import accelerate_sensor
 from contrafeat.discovery.steps import suggest_steps
@@ -38,12 +39,8 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     """Models, the PCA of W (shared by the ranks), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
-    truth = method_spec(config.method).directions == "truth"
-    if truth and not has_true_edits(generator):
-        raise UserError(
-            f"--method {config.method}: generator {config.checkpoint} does not know its exact per-factor edits "
-            "(no true_edits() and factors()); only a ground-truth world such as shapes3d has a truth row"
-        )
+    kind = method_spec(config.method).directions
+    check_answer_key(kind, generator, config)
     if runtime.is_main and verbose:
         print(describe_method(config, generator), file=sys.stderr)
     sensor = None
@@ -53,8 +50,8 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     pca = load_or_compute_pca(generator, cache_dir("pca"), config.pca_samples, seed=0, progress=progress, runtime=runtime)
     if runtime.is_main:
         pca.save(run_dir / "pca.safetensors")
-    if truth:
-        directions = true_edit_directions(generator, pca, config.method) if runtime.is_main else None
+    if kind in ANSWER_KEYS:
+        directions = answer_key_directions(kind, generator, pca, config) if runtime.is_main else None
         return TrainedRun(generator, pca, None, directions)
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     if objective is not None:
@@ -74,11 +71,30 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
     return TrainedRun(generator, pca, objective, directions)
 
 
-def true_edit_directions(generator: GeneratorLike, pca: PCABasis, method: str) -> Directions:
-    """The generator's exact per-factor edits as a Directions artefact, named after the factors."""
-    edits = generator.true_edits()
+def check_answer_key(kind: str, generator: GeneratorLike, config: DiscoveryConfig) -> None:
+    """A UserError when an answer-key method is asked of a generator that cannot give it."""
+    if kind == "truth" and not has_true_edits(generator):
+        raise UserError(
+            f"--method {config.method}: generator {config.checkpoint} does not know its exact per-factor edits "
+            "(no true_edits() and factors()); only the linear world shapes3d has a truth row (shapes3d-learned: --method best-linear)"
+        )
+    if kind == "best-linear" and not callable(getattr(generator, "levels", None)):
+        raise UserError(
+            f"--method {config.method}: generator {config.checkpoint} has no factor levels (levels(ws)); "
+            "only the shapes3d worlds have a best-linear row"
+        )
+
+
+def answer_key_directions(kind: str, generator: GeneratorLike, pca: PCABasis, config: DiscoveryConfig) -> Directions:
+    """The world's exact per-factor edits (`truth`) or its optimised linear ones (`best-linear`), named after the factors."""
+    if kind == "truth":
+        edits = generator.true_edits()
+    else:
+        found = best_linear_edits(generator, seed=config.seed)
+        print("best-linear share of each factor: " + ", ".join(f"{name} {edit.share:.3f}" for name, edit in zip(generator.factor_names, found)), file=sys.stderr)
+        edits = [(edit.vector, edit.weights) for edit in found]
     vectors = torch.stack([vector for vector, _ in edits]).float().cpu()  # [F, C]
     attention = torch.stack([weights for _, weights in edits]).float().cpu()  # [F, L]
     return Directions(
-        vectors, attention, suggest_steps(vectors, attention, pca), method, generator_identity(generator), names=list(generator.factor_names)
+        vectors, attention, suggest_steps(vectors, attention, pca), config.method, generator_identity(generator), names=list(generator.factor_names)
     )

@@ -29,6 +29,12 @@ class PCABasis:
     num_samples: int
     generator_id: str
 
+    def __post_init__(self) -> None:
+        """Row-major tensors, as `load` gives them: a computed basis and its reloaded copy then take the same
+        matrix-product paths and round alike (eigh returns column-major eigenvectors)."""
+        for name in TENSOR_NAMES:
+            setattr(self, name, getattr(self, name).contiguous())
+
     def save(self, path: Path) -> None:
         """Write a safetensors file (tensors + num_samples and generator_id as metadata), atomically."""
         path = Path(path)

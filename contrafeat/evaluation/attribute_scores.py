@@ -16,7 +16,7 @@ import torch
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.true_edits import factor_difference
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.gan.interface import GeneratorLike, has_factors
 
 class AttributePredictor(Protocol):
     """Predicts named attribute values of generated samples and measures their signed change."""
@@ -33,10 +33,10 @@ class AttributePredictor(Protocol):
 
 
 class ExactFactors:
-    """The shapes3d generator's own factor readout `G.factors(ws)`: the exact answer, no image involved."""
+    """A shapes3d generator's own factor values `G.factors(ws)`: the exact answer, no image involved."""
 
     def __init__(self, generator: GeneratorLike) -> None:
-        if not has_true_edits(generator):
+        if not has_factors(generator):
             raise UserError("--predictor exact: this generator has no known factors; use an image predictor (cnn or MODULE:CALLABLE)")
         self.names = list(generator.factor_names)
 
@@ -99,7 +99,7 @@ def build_predictor(spec: str, generator: GeneratorLike) -> AttributePredictor:
     if spec == "exact":
         return ExactFactors(generator)
     if spec == "cnn":
-        if not has_true_edits(generator):
+        if not has_factors(generator):
             raise UserError("--predictor cnn: the bundled CNN reads shapes3d images only; pass MODULE:CALLABLE for this generator")
         return shapes3d_cnn_attributes()
     return user_attributes(spec)

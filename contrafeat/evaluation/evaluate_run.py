@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from contrafeat.discovery.directions import Directions
+from contrafeat.discovery.subspace import PCABasis
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, attribute_change_matrix, evaluation_codes, score_matrix
+from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, ExactFactors, attribute_change_matrix, evaluation_codes, score_matrix
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration, calibrate_steps
 from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.evaluation.distillation import DistillSettings, distil, truth_metrics
-from contrafeat.evaluation.true_edits import TRUE_EDIT_STEP, true_edit_agreement
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.evaluation.true_edits import TRUE_EDIT_STEP, reference_directions, true_edit_agreement
+from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
 
 SCORING_VERSION = 2
 """Changes whenever the scoring itself changes (2: dead directions judged against real edits, effect-space cosine,
@@ -68,6 +69,18 @@ def fixed_step_scores(generator: GeneratorLike, directions: Directions, predicto
     return score_matrix(fixed_step_matrix(generator, directions, predictor, settings), dead)
 
 
+def attribute_comparison(generator: GeneratorLike, directions: Directions, pca: PCABasis, seed: int = 0) -> list[dict[str, Any]]:
+    """Directions next to plain PCA and random ones: fixed-step attribute-matrix score and attributes found
+    (exact factors, EvaluationSettings defaults), for a generator that knows its factors."""
+    settings, predictor = EvaluationSettings(distill=None), ExactFactors(generator)
+    candidates = {directions.method: directions, **reference_directions(generator, pca, directions.count, seed)}
+    rows = []
+    for name, candidate in candidates.items():
+        scores = fixed_step_scores(generator, candidate, predictor, settings)
+        rows.append({"directions": name, "score": scores.score, "attributes_found": scores.found})
+    return rows
+
+
 def calibration_of(generator: GeneratorLike, directions: Directions, sensor: nn.Module, settings: EvaluationSettings) -> Calibration:
     """Per direction, the step that moves the sensor features by the calibration target."""
     return calibrate_steps(
@@ -102,6 +115,7 @@ def evaluate_directions(
     }
     if has_true_edits(generator):
         metrics.update(true_edit_agreement(generator, directions))
+    if has_factors(generator):
         if settings.distill is not None:
             model, kept = distil(work, generator, directions, sensor, calibration, settings.distill, progress)
             metrics.update(truth_metrics(generator, model, settings.distill))

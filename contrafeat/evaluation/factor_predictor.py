@@ -10,7 +10,6 @@ The argmax of each head is the grid class; the softmax expectation of the class 
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,16 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from contrafeat.data.shapes3d import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
 from contrafeat.data.shapes3d_renderer import render
 from contrafeat.errors import UserError
 from contrafeat.evaluation.true_edits import CIRCULAR_FACTORS
-from contrafeat.gan.assembly import one_line
 from contrafeat.gan.shapes_generator import ShapesGenerator
 from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
-from contrafeat.io_utils import atomic_torch_save
+from contrafeat.resumable import checkpoint_path, run_steps, start_or_resume
 
 RESOLUTION = 64
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "shapes3d_factor_cnn.safetensors"
@@ -184,6 +181,7 @@ class PredictorTraining:
         self.rng_after_step = self.rng.get_state()
         self.train_indices = held_out_split(config.held_out_fraction)[0]
         self.step_count = 0
+        self.total_steps = config.steps
 
     def learning_rate(self) -> float:
         """Cosine decay from the configured rate to 0 over the run."""
@@ -224,44 +222,6 @@ class PredictorTraining:
         self.rng_after_step = self.rng.get_state()
 
 
-def checkpoint_path(out: Path) -> Path:
-    """Where a run writing `out` keeps its resumable checkpoint until it finishes."""
-    return out.with_name(out.name + ".checkpoint.pt")
-
-
-def start_or_resume(training: PredictorTraining, checkpoint: Path, resume: bool) -> None:
-    """Load the checkpoint when resuming; refuse to start over an unfinished run or to resume a missing one."""
-    if not resume:
-        if checkpoint.exists():
-            raise UserError(f"{checkpoint}: an unfinished run exists; pass --resume to continue it or delete the file")
-        return
-    if not checkpoint.is_file():
-        raise UserError(f"{checkpoint}: no checkpoint to resume (it is written while a run is unfinished)")
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        training.load_state_dict(state, checkpoint)
-    except (OSError, RuntimeError, KeyError, AttributeError, pickle.UnpicklingError) as error:
-        raise UserError(f"{checkpoint}: cannot resume from this checkpoint ({one_line(error)})") from error
-
-
-def run_steps(training: PredictorTraining, checkpoint: Path, checkpoint_every: int, progress: bool) -> None:
-    """Train to the configured step count, checkpointing every `checkpoint_every` steps and on Ctrl-C."""
-    steps = training.config.steps
-    bar = tqdm(total=steps, initial=training.step_count, disable=not progress, desc="factor predictor", unit="step")
-    try:
-        while training.step_count < steps:
-            loss = training.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if training.step_count % checkpoint_every == 0:
-                atomic_torch_save(training.state_dict(), checkpoint)
-    except KeyboardInterrupt:
-        atomic_torch_save(training.state_dict(), checkpoint)
-        raise
-    finally:
-        bar.close()
-
-
 def train_factor_predictor(
     out: Path,
     steps: int = DEFAULT_STEPS,
@@ -285,7 +245,7 @@ def train_factor_predictor(
     checkpoint = checkpoint_path(out)
     training = PredictorTraining(config, generator_render_settings())
     start_or_resume(training, checkpoint, resume)
-    run_steps(training, checkpoint, checkpoint_every, progress)
+    run_steps(training, checkpoint, checkpoint_every, progress, "factor predictor")
     model = training.model.eval()
     accuracy = held_out_accuracy(model, eval_count, seed, held_out_fraction)
     save_factor_predictor(model, out, {**asdict(config), **training.settings._asdict(), "held_out_accuracy": accuracy})

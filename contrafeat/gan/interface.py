@@ -27,6 +27,12 @@ class GeneratorLike(Protocol):
         ...
 
 
+def has_factors(generator: object) -> bool:
+    """Whether the generator renders the procedural 3DShapes world and knows the factor values of what it renders
+    (`factors(ws)`): both embedded shapes3d worlds do."""
+    return callable(getattr(generator, "factors", None))
+
+
 def has_true_edits(generator: object) -> bool:
     """Whether the generator knows its exact per-factor edits (`true_edits()`) and factor values (`factors(ws)`)."""
     return callable(getattr(generator, "true_edits", None)) and callable(getattr(generator, "factors", None))

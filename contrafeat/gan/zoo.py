@@ -15,11 +15,17 @@ def _build_shapes3d() -> GeneratorLike:
     return ShapesGenerator()
 
 
-ZOO: dict[str, Callable[[], GeneratorLike]] = {"shapes3d": _build_shapes3d}
+def _build_shapes3d_learned() -> GeneratorLike:
+    from contrafeat.gan.learned_shapes_generator import load_learned_world
+
+    return load_learned_world()
+
+
+ZOO: dict[str, Callable[[], GeneratorLike]] = {"shapes3d": _build_shapes3d, "shapes3d-learned": _build_shapes3d_learned}
 
 
 def load_generator(spec: str | Path, device: str | torch.device = "cpu") -> GeneratorLike:
-    """A zoo name (e.g. 'shapes3d') or a checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
+    """A zoo name ('shapes3d', 'shapes3d-learned') or a checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
     from contrafeat.gan.checkpoints import load_checkpoint
 
     name = str(spec)

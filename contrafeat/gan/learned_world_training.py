@@ -1,0 +1,187 @@
+"""Train the learned shapes3d world: its factor levels must be independent and uniform, with no image rendered.
+
+Each step maps a batch of z to W+ codes, mixes two codes' layers at a random crossover for part of the batch
+(StyleGAN2's style mixing), and pulls the batch of six factor levels towards independent uniform levels with a
+sliced Wasserstein distance (random projections of the 6-D levels plus the six axes, sorted and compared).
+Every few steps two penalties act on the Jacobian of the levels with respect to W+: StyleGAN2's path-length
+penalty (|J^T y| for random y should not depend on w: a smooth map) and the orthogonal-Jacobian penalty of
+OroJaR (Wei et al., 2021: two factors' gradients at the same code should be orthogonal), which lets fixed
+linear edits move one factor mostly alone although the gradients turn with w. Seeded and resumable from an
+atomic checkpoint, bit for bit.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from contrafeat.errors import UserError
+from contrafeat.gan.learned_shapes_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
+from contrafeat.gan.tagged_weights import save_tagged_weights
+from contrafeat.resumable import checkpoint_path, run_steps, start_or_resume
+
+W_AVG_SAMPLES = 100_000
+DISTANCE_SCALE = 100.0
+"""The sliced Wasserstein distance of levels in (0, 1) is small; scaled so that Adam's steps are not dominated by the penalties."""
+
+
+def option(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """Everything a training run of the learned world depends on (the flags of `contrafeat shapes3d train-world`)."""
+
+    steps: int = option(4000, "optimisation steps (cosine learning-rate decay to 0)")
+    batch: int = option(1024, "codes per step")
+    lr: float = option(2e-3, "initial Adam learning rate")
+    mixing: float = option(0.5, "share of the batch whose layers from a random crossover on come from a second code")
+    projections: int = option(64, "random projections of the sliced Wasserstein distance (the six axes are added)")
+    path_weight: float = option(2.0, "weight of the path-length penalty")
+    orthogonal_weight: float = option(2.0, "weight of the orthogonal-Jacobian penalty")
+    regularise_every: int = option(4, "steps between the two penalties (lazy regularisation, weights scaled to match)")
+    path_decay: float = option(0.01, "decay of the path-length running mean")
+    seed: int = option(0, "seed of the initialisation and of every draw")
+
+    def validate(self) -> None:
+        """Reject values no run can use, naming the flag."""
+        for name in ("steps", "projections", "regularise_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{flag(name)} {getattr(self, name)}: expected a positive integer")
+        if self.batch < 8:
+            raise UserError(f"--batch {self.batch}: expected at least 8 codes (the distance compares distributions)")
+        checks = {
+            "lr": (lambda v: v > 0, "a positive number"),
+            "path_weight": (lambda v: v >= 0, "a number >= 0"),
+            "orthogonal_weight": (lambda v: v >= 0, "a number >= 0"),
+            "mixing": (lambda v: 0 <= v <= 1, "a share in [0, 1]"),
+            "path_decay": (lambda v: 0 < v <= 1, "a decay in (0, 1]"),
+        }
+        for name, (valid, expected) in checks.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and valid(value)):
+                raise UserError(f"--{flag(name)} {value}: expected {expected}")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def sliced_wasserstein(samples: torch.Tensor, target: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the sorted projections of samples [B, D] and target [B, D] on projections [D, P]."""
+    projected = torch.sort(samples @ projections, dim=0).values  # [B, P]
+    reference = torch.sort(target @ projections, dim=0).values
+    return (projected - reference).square().mean()
+
+
+class WorldTraining:
+    """The model, its Adam state, the random stream and the path-length mean: what a checkpoint holds."""
+
+    def __init__(self, settings: WorldSettings) -> None:
+        self.settings = settings
+        with torch.random.fork_rng():
+            torch.manual_seed(settings.seed)
+            self.model = LearnedShapesGenerator()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr, betas=(0.9, 0.99))
+        self.rng = torch.Generator().manual_seed(settings.seed + 1)
+        self.rng_after_step = self.rng.get_state()
+        self.path_mean = torch.zeros(())
+        self.step_count = 0
+        self.total_steps = settings.steps
+
+    def codes(self, batch: int) -> torch.Tensor:
+        """W+ codes [B, L, C] of fresh z, a share `mixing` of them mixed with a second code from a random layer on."""
+        z = torch.randn(2, batch, self.model.z_dim, generator=self.rng)
+        first, second = self.model.mapping_network(z.flatten(0, 1)).unflatten(0, (2, batch))  # [B, C] each
+        layers = torch.arange(self.model.num_ws)
+        crossover = torch.randint(1, self.model.num_ws, (batch, 1), generator=self.rng)
+        mixed = torch.rand(batch, 1, generator=self.rng) < self.settings.mixing
+        take_second = (layers[None, :] >= crossover) & mixed  # [B, L]
+        return torch.where(take_second[:, :, None], second[:, None, :], first[:, None, :])
+
+    def step(self) -> float:
+        """One Adam step; returns the distance term of the loss."""
+        settings = self.settings
+        ws = self.codes(settings.batch)
+        levels = self.model.levels(ws)  # [B, 6]
+        target = torch.rand(levels.shape, generator=self.rng)
+        directions = torch.nn.functional.normalize(torch.randn(6, settings.projections, generator=self.rng), dim=0)
+        projections = torch.cat([torch.eye(6), directions], dim=1)  # [6, 6 + P]
+        distance = sliced_wasserstein(levels, target, projections) * DISTANCE_SCALE
+        loss = distance
+        if self.step_count % settings.regularise_every == 0:
+            path, orthogonality = self.regularisers()
+            loss = loss + (path * settings.path_weight + orthogonality * settings.orthogonal_weight) * settings.regularise_every
+        for group in self.optimizer.param_groups:
+            group["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * self.step_count / settings.steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        self.rng_after_step = self.rng.get_state()
+        return float(distance.detach())
+
+    def regularisers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """On a quarter batch: StyleGAN2's path-length penalty on the levels, (|J^T y| - running mean)^2 for
+        y ~ N(0, I / 6), and the orthogonal-Jacobian penalty (OroJaR), the mean squared cosine between two
+        factors' gradients with respect to W+ at the same code."""
+        ws = self.codes(max(2, self.settings.batch // 4)).detach().requires_grad_(True)
+        levels = self.model.levels(ws)  # [B, 6]
+        rows = [torch.autograd.grad(levels[:, f].sum(), ws, create_graph=True)[0].flatten(1) for f in range(levels.shape[1])]
+        jacobian = torch.stack(rows, dim=1)  # [B, 6, L*C]
+        probe = torch.randn(levels.shape, generator=self.rng) / math.sqrt(levels.shape[1])
+        lengths = (probe[:, :, None] * jacobian).sum(dim=1).square().sum(dim=1).div(self.model.num_ws).sqrt()  # [B]
+        self.path_mean = self.path_mean.lerp(lengths.mean().detach(), self.settings.path_decay)
+        units = torch.nn.functional.normalize(jacobian, dim=2)
+        cos = units @ units.transpose(1, 2)  # [B, 6, 6]
+        off_diagonal = ~torch.eye(levels.shape[1], dtype=torch.bool)
+        return (lengths - self.path_mean).square().mean(), cos[:, off_diagonal].square().mean()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state after the last completed step (a step cut short leaves no trace)."""
+        return {
+            "settings": asdict(self.settings),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng_after_step,
+            "path_mean": self.path_mean,
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None:
+        if state.get("settings") != asdict(self.settings):
+            raise UserError(f"{path}: the checkpoint was made with {state.get('settings')}, not {asdict(self.settings)}; resume with the same options")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        self.rng_after_step = self.rng.get_state()
+        self.path_mean = state["path_mean"]
+        self.step_count = int(state["step"])
+
+    @torch.no_grad()
+    def finish(self) -> LearnedShapesGenerator:
+        """The trained model with w_avg set from W_AVG_SAMPLES mapped samples of a fixed stream."""
+        stream = torch.Generator().manual_seed(self.settings.seed + 2)
+        self.model.w_avg.copy_(self.model.mapping_network(torch.randn(W_AVG_SAMPLES, self.model.z_dim, generator=stream)).mean(0))
+        return self.model.eval()
+
+
+def train_world(
+    out: Path, settings: WorldSettings, checkpoint_every: int = 500, resume: bool = False, progress: bool = True
+) -> LearnedShapesGenerator:
+    """Train the learned world into `out` (safetensors). While unfinished, `out`.checkpoint.pt resumes it bit-exactly."""
+    settings.validate()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_path(out)
+    training = WorldTraining(settings)
+    start_or_resume(training, checkpoint, resume)
+    run_steps(training, checkpoint, checkpoint_every, progress, "train world")
+    model = training.finish()
+    save_tagged_weights(model, out, FORMAT_TAG, FORMAT_VERSION, asdict(settings))
+    checkpoint.unlink(missing_ok=True)
+    return model
