@@ -1,4 +1,4 @@
-"""The comparison table: every discovery method over several seeds on the shapes3d world, scored side by side.
+"""The comparison table: every discovery method over several seeds on one world, scored side by side.
 
 For each (method, seed): `contrafeat discover` then `contrafeat evaluate` in a subprocess (runs that
 finished earlier are reused, interrupted ones resumed), then mean +- std per method of the attribute
@@ -6,7 +6,10 @@ score and attributes found (fixed and calibrated steps), cosine to the true edit
 group-VAE distillation, FVM / MIG / DCI; beta-VAE and FactorVAE trained on the images are reference rows.
 Writes discovery_table.csv / .md into --out and prints the Markdown table.
 
-Usage: .venv/bin/python benchmarks/discovery_table.py [--seeds 0 1 2] [--steps 1500] [--jobs 2] [--distill-seeds 3]
+Trained methods get the same budget of generator renders (--renders, default the default contra-bi run's), not
+the same steps. The answer-key rows are the world's: truth on `shapes3d`, best-linear on both worlds.
+
+Usage: .venv/bin/python benchmarks/discovery_table.py [--checkpoint shapes3d-learned] [--seeds 0 1 2] [--renders 37500] [--jobs 2] [--distill-seeds 3]
 """
 from __future__ import annotations
 
@@ -20,19 +23,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from contrafeat.commands.evaluate_commands import REFERENCE_KINDS
-from contrafeat.discovery.methods import METHODS, method_spec
+from contrafeat.discovery.config import DiscoveryConfig, build_config
+from contrafeat.discovery.methods import METHODS, method_spec, renders_per_step
+from contrafeat.discovery.run import check_answer_key
 from contrafeat.evaluation.disentanglement import COUNTS
 from contrafeat.evaluation.distillation import DistillSettings
+from contrafeat.errors import UserError
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
+from contrafeat.gan.zoo import load_generator
 
 CONTRAFEAT = [sys.executable, "-m", "contrafeat.cli"]
+DEFAULT_RENDERS = renders_per_step(build_config()) * build_config().steps
+"""The default run's renders (contra-bi: 1,500 steps of batch 10 at 2.5 renders per code)."""
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to compare")
+    parser.add_argument("--checkpoint", default=DiscoveryConfig.checkpoint, help="the world (or generator) every method runs on")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="methods to compare (default: all the world allows)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="discovery seeds per method")
-    parser.add_argument("--steps", type=int, default=None, help="training steps of the trained methods (default: each method's preset)")
+    parser.add_argument("--renders", type=int, default=DEFAULT_RENDERS, help="generator renders of each trained method's training")
     parser.add_argument("--distill-seeds", type=int, default=None, help="only the first N seeds get the group-VAE part (default: all)")
     parser.add_argument("--pairs", type=int, default=DistillSettings.num_pairs, help="pairs per distilled run")
     parser.add_argument("--vae-steps", type=int, default=DistillSettings.vae_steps, help="group-VAE and reference-VAE training steps")
@@ -42,7 +52,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate the cells whose evaluation is already there")
     parser.add_argument("--work", type=Path, default=Path("benchmark_runs"), help="folder of the run folders")
     parser.add_argument("--out", type=Path, default=Path("benchmark_results"), help="folder of the tables")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.renders < 1:
+        parser.error(f"--renders {args.renders}: expected a positive integer")
+    if args.methods is None:
+        args.methods = methods_for(args.checkpoint)
+    return args
+
+
+def methods_for(checkpoint: str) -> list[str]:
+    """Every method the generator can run: the answer keys only where it knows them."""
+    generator = load_generator(checkpoint)
+    config = DiscoveryConfig(checkpoint=checkpoint)
+    usable = []
+    for name in METHODS:
+        try:
+            check_answer_key(method_spec(name).directions, generator, config)
+        except UserError:
+            continue
+        usable.append(name)
+    return usable
 
 
 def run(command: list[str], log: Path) -> None:
@@ -77,9 +106,9 @@ def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.
         if (folder / "checkpoint.pt").is_file():
             command = [*base, "discover", "--resume", str(folder), "--no-progress"]
         else:
-            command = [*base, "discover", "--method", method, "--seed", str(seed), "--out", str(folder), "--no-progress"]
-            if args.steps is not None and method_spec(method).trains:
-                command += ["--steps", str(args.steps)]
+            command = [*base, "discover", "--checkpoint", args.checkpoint, "--method", method, "--seed", str(seed), "--out", str(folder), "--no-progress"]
+            if method_spec(method).trains:
+                command += ["--renders", str(args.renders)]
         run(command, log)
     evaluate = [*base, "evaluate", str(folder), "--out", str(folder / "evaluation"), "--predictor", args.predictor, "--no-progress"]
     evaluate += [*distill_options(args), "--seed", str(seed)] if distill else ["--no-distill"]
@@ -102,7 +131,8 @@ def reference_rows(args: argparse.Namespace, seed: int, threads: int, run_missin
     """beta-VAE and FactorVAE on the procedural images with one seed, a row each (only those already there unless run_missing)."""
     out = args.work / f"references-seed{seed}"
     if run_missing:
-        command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--out", str(out), "--no-progress", "--seed", str(seed)]
+        command = [*CONTRAFEAT, "--threads", str(threads), "evaluate", "--references", "--checkpoint", args.checkpoint, "--out", str(out)]
+        command += ["--no-progress", "--seed", str(seed)]
         run(command + distill_options(args), args.work / f"references-seed{seed}.log")
     rows = []
     for kind, weight in REFERENCE_KINDS.items():
@@ -132,8 +162,7 @@ def main() -> None:
     table = aggregate(rows)
     write_tables(rows, args.out / "discovery_runs")
     csv_path, md_path = write_tables(table, args.out / "discovery_table")
-    steps = f"{args.steps} training steps" if args.steps is not None else "each method's preset steps"
-    print(f"shapes3d world; seeds {args.seeds}; {steps}; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
+    print(f"{args.checkpoint}; seeds {args.seeds}; {args.renders} generator renders per trained method; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
     print(f"group VAE on seed(s) {distill_seeds}: {args.pairs} pairs, {args.vae_steps} steps, {args.metric_counts} metric counts")
     print(to_markdown(table))
     timing = "finished cells only" if args.only_finished else f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s)"

@@ -44,7 +44,7 @@ def nt_xent_loss(changes: torch.Tensor, temperature: float = 0.5, temperature_mo
 
 
 def has_synthesis_blocks(generator: GeneratorLike) -> bool:
-    """Whether the generator's synthesis network exposes its blocks (StyleGAN2 does, shapes3d does not)."""
+    """Whether the generator's synthesis network exposes its blocks (StyleGAN2 and shapes3d-learned do, shapes3d does not)."""
     return callable(getattr(getattr(generator, "synthesis", None), "iterate_blocks", None))
 
 
