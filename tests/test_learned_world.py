@@ -10,7 +10,7 @@ from contrafeat.discovery.directions import load_directions
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, has_synthesis_blocks
 from contrafeat.errors import UserError
 from contrafeat.evaluation import world_properties
-from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS
+from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
 from contrafeat.gan.learned_shapes_generator import DEFAULT_WEIGHTS, NUM_BLOCKS, load_learned_world
 from contrafeat.gan.learned_world_training import WorldSettings, WorldTraining, train_world
 from contrafeat.gan.shapes_generator import ShapesGenerator
@@ -28,7 +28,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def jacobians(world):
-    return world_properties.level_jacobians(world, world_properties.sample_codes(world, 96, seed=0))
+    return level_jacobians(world, world_properties.sample_codes(world, 96, seed=0))
 
 
 def test_the_shipped_world_has_the_stylegan2_interface(world):
@@ -54,7 +54,7 @@ def test_latentclr_reads_the_worlds_own_block_features(world):
 
 def test_effects_depend_on_w_in_the_learned_world_and_not_in_the_linear_one(world, jacobians):
     learned = world_properties.gradient_consistency(jacobians)
-    linear = world_properties.gradient_consistency(world_properties.level_jacobians(ShapesGenerator(), world_properties.sample_codes(ShapesGenerator(), 16, 0)))
+    linear = world_properties.gradient_consistency(level_jacobians(ShapesGenerator(), world_properties.sample_codes(ShapesGenerator(), 16, 0)))
     assert (learned < 0.9).all() and torch.allclose(linear, torch.ones(6), atol=1e-4)
     assert world_properties.span_overlap(jacobians) < 0.8 and world_properties.span_rank(jacobians) == pytest.approx(6.0)
 

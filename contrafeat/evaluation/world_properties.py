@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS
+from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
 from contrafeat.gan.interface import GeneratorLike
 
 RANK_TOLERANCE = 1e-4
@@ -24,15 +24,6 @@ def sample_codes(generator: GeneratorLike, count: int, seed: int) -> torch.Tenso
     z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return generator.broadcast(generator.mapping(z))
-
-
-def level_jacobians(generator: GeneratorLike, ws: torch.Tensor) -> torch.Tensor:
-    """d levels / d ws for codes [N, L, C] -> [N, 6, L, C] (one backward pass per factor; samples are independent)."""
-    ws = ws.detach().requires_grad_(True)
-    with torch.enable_grad():
-        levels = generator.levels(ws)  # [N, 6]
-        rows = [torch.autograd.grad(levels[:, factor].sum(), ws, retain_graph=True)[0] for factor in range(levels.shape[1])]
-    return torch.stack(rows, dim=1).detach()
 
 
 def gradient_consistency(jacobians: torch.Tensor) -> torch.Tensor:

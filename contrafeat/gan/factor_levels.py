@@ -28,3 +28,14 @@ def levels_to_factors(levels: torch.Tensor) -> torch.Tensor:
     scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * levels[:, 3]
     orientation = ORIENTATION_RANGE[0] + (ORIENTATION_RANGE[1] - ORIENTATION_RANGE[0]) * levels[:, 5]
     return torch.cat([hues, torch.stack([scale, shape, orientation], dim=1)], dim=1)
+
+
+def level_jacobians(generator, ws: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+    """d levels / d ws of a generator with `levels(ws)`, for codes [N, L, C] -> [N, 6, L, C]: one backward pass per
+    factor (samples are independent); with `create_graph` the result can itself be back-propagated (penalties)."""
+    ws = ws if create_graph and ws.requires_grad else ws.detach().requires_grad_(True)
+    with torch.enable_grad():
+        levels = generator.levels(ws)  # [N, 6]
+        rows = [torch.autograd.grad(levels[:, f].sum(), ws, retain_graph=True, create_graph=create_graph)[0] for f in range(levels.shape[1])]
+    jacobians = torch.stack(rows, dim=1)
+    return jacobians if create_graph else jacobians.detach()

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 
 from contrafeat.errors import UserError
+from contrafeat.gan.factor_levels import level_jacobians
 from contrafeat.gan.learned_shapes_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
 from contrafeat.gan.tagged_weights import save_tagged_weights
 from contrafeat.resumable import checkpoint_path, run_steps, start_or_resume
@@ -130,15 +131,13 @@ class WorldTraining:
         y ~ N(0, I / 6), and the orthogonal-Jacobian penalty (OroJaR), the mean squared cosine between two
         factors' gradients with respect to W+ at the same code."""
         ws = self.codes(max(2, self.settings.batch // 4)).detach().requires_grad_(True)
-        levels = self.model.levels(ws)  # [B, 6]
-        rows = [torch.autograd.grad(levels[:, f].sum(), ws, create_graph=True)[0].flatten(1) for f in range(levels.shape[1])]
-        jacobian = torch.stack(rows, dim=1)  # [B, 6, L*C]
-        probe = torch.randn(levels.shape, generator=self.rng) / math.sqrt(levels.shape[1])
+        jacobian = level_jacobians(self.model, ws, create_graph=True).flatten(2)  # [B, 6, L*C]
+        probe = torch.randn(jacobian.shape[:2], generator=self.rng) / math.sqrt(jacobian.shape[1])
         lengths = (probe[:, :, None] * jacobian).sum(dim=1).square().sum(dim=1).div(self.model.num_ws).sqrt()  # [B]
         self.path_mean = self.path_mean.lerp(lengths.mean().detach(), self.settings.path_decay)
         units = torch.nn.functional.normalize(jacobian, dim=2)
         cos = units @ units.transpose(1, 2)  # [B, 6, 6]
-        off_diagonal = ~torch.eye(levels.shape[1], dtype=torch.bool)
+        off_diagonal = ~torch.eye(jacobian.shape[1], dtype=torch.bool)
         return (lengths - self.path_mean).square().mean(), cos[:, off_diagonal].square().mean()
 
     def state_dict(self) -> dict[str, Any]:
