@@ -2,15 +2,16 @@
 
 Prints, per method: steps/s and images/s of the trainer, the time of one forward+backward of the
 generator and the sensor on the same number of images, and their ratio (the trainer's overhead).
-Then images/s of 1 against 2 data-parallel gloo processes on the CPU (same global batch, `--threads`
-threads each) for every trained objective, and fp32 against autocast on a GPU when one exists.
-Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2] [--parallel-steps 5]
+Then images/s of 1 process with `--threads` threads against `--threads` data-parallel gloo processes of 1 thread
+(same global batch) for every trained objective, `--repeats` times, and fp32 against autocast on a GPU when one exists.
+Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2] [--parallel-steps 5] [--world stylegan2-64 --num-directions 30]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,25 +22,28 @@ import torch.distributed as dist
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import (
-    build_navigator,
-    build_objective,
-    renders_per_step,
-)
+from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.registry import renders_per_step
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
+from contrafeat.gan.assembly import finish
+from contrafeat.gan.stylegan2 import Generator
+from contrafeat.zoo import load_generator
 
 
-def time_bare(generator, sensor, num_images: int, repeats: int) -> float:
-    """Seconds for one forward+backward of generator and sensor on `num_images` codes."""
+def time_bare(generator, sensor, num_images: int, repeats: int, sensor_only: int = 0) -> float:
+    """Seconds for one forward+backward of generator and sensor on `num_images` codes, plus the sensor alone on
+    `sensor_only` more images (Pt's K prototype patterns, which go through the sensor every step)."""
     z = torch.randn(num_images, generator.z_dim, generator=torch.Generator().manual_seed(0))
     ws = generator.broadcast(generator.mapping(z)).requires_grad_(True)
+    patterns = torch.zeros(sensor_only, 3, generator.img_resolution, generator.img_resolution, requires_grad=True)
     timings = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
         features = sensor(generator.synthesis(ws, noise_mode="random"))
+        if sensor_only:
+            features += sensor(torch.tanh(patterns))
         sum(f.square().mean() for f in features).backward()
         timings.append(time.perf_counter() - start)
     return min(timings[1:])
@@ -59,15 +63,18 @@ def time_trainer(trainer: Trainer, steps: int, warm_up: bool = True) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def overhead_table(pca: PCABasis, steps: int) -> None:
-    """Per method: the trainer's steps/s and images/s against one bare generator + sensor pass on as many images."""
+def overhead_table(world: str, pca: PCABasis, steps: int, **overrides) -> None:
+    """Per method: the trainer's steps/s and images/s against one bare generator + sensor pass on as many images
+    (Pt's K prototype patterns through the sensor counted in the bare pass)."""
+    print(f"{world}, {overrides or 'preset values'}")
     print(f"{'method':10s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
     for method in TRAINED_METHODS:
         with tempfile.TemporaryDirectory() as folder:
-            trainer = build_trainer(method, pca, Path(folder))
+            trainer = build_trainer(method, pca, Path(folder), world=world, **overrides)
             step_seconds = time_trainer(trainer, steps)
         images = renders_per_step(trainer.config)
-        bare_seconds = time_bare(trainer.generator, trainer.features.sensor, images, repeats=steps // 4 + 1)
+        prototypes = trainer.navigator.num_directions if hasattr(trainer.objective, "prototypes") else 0
+        bare_seconds = time_bare(trainer.generator, trainer.features.sensor, images, repeats=steps // 4 + 1, sensor_only=prototypes)
         print(
             f"{method:10s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
         )
@@ -77,11 +84,21 @@ TRAINED_METHODS = ("contra-bi", "contra-pt", "latentclr+att", "recog+att")
 """One trained method of each objective (the +att variants train the same loss as their plain ones)."""
 
 
-def build_trainer(method: str, pca: PCABasis, run_dir: Path, runtime: Runtime | None = None, **overrides) -> Trainer:
-    """A shapes3d trainer of `method` with the preset's batch, on the runtime's device."""
+def stylegan2_64() -> Generator:
+    """A random-weight 64 px StyleGAN2 generator (z, w 512; widths 256 up to 16 px, then 128 and 64; 8 mapping layers)."""
+    torch.manual_seed(0)
+    return finish(Generator(z_dim=512, w_dim=512, channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64}, mapping_layers=8))
+
+
+WORLDS = {"shapes3d": lambda: load_generator("shapes3d"), "stylegan2-64": stylegan2_64}
+"""The generators the overhead is measured on."""
+
+
+def build_trainer(method: str, pca: PCABasis, run_dir: Path, runtime: Runtime | None = None, world: str = "shapes3d", **overrides) -> Trainer:
+    """A trainer of `method` with the shapes3d preset's batch on `world`, on the runtime's device."""
     device = runtime.device if runtime else torch.device("cpu")
     config = build_config("shapes3d", None, {"method": method, **overrides})
-    generator = load_generator("shapes3d", device=device)
+    generator = WORLDS[world]().to(device)
     sensor = build_sensor(config.sensor, input_size=config.sensor_input_size).to(device)
     return Trainer(config, generator, sensor, pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir, runtime)
 
@@ -115,18 +132,23 @@ def time_processes(method: str, pca_path: Path, world_size: int, steps: int, thr
     return float(result.read_text())
 
 
-def compare_processes(pca: PCABasis, steps: int, threads: int) -> None:
-    """images/s of 1 and 2 data-parallel processes on the same global batch, per method, and their ratio."""
-    print(f"\ndata-parallel on the CPU ({threads} thread(s) per process, same global batch)")
-    print(f"{'method':10s} {'1 proc img/s':>12s} {'2 proc img/s':>12s} {'ratio':>6s}")
+def compare_processes(pca: PCABasis, steps: int, cores: int, repeats: int) -> None:
+    """images/s of 1 process with `cores` threads against `cores` gloo processes with 1 thread each, on the same
+    global batch, per method: the median and the range of `repeats` alternating measurements, and the ratio of medians."""
+    print(f"\ndata-parallel on the CPU: 1 process x {cores} threads against {cores} gloo processes x 1 thread, same global batch")
+    print(f"{'method':14s} {'1 proc img/s (range)':>24s} {f'{cores} procs img/s (range)':>24s} {'ratio':>6s}")
     with tempfile.TemporaryDirectory() as folder:
         pca_path = Path(folder) / "pca.safetensors"
         pca.save(pca_path)
         for method in TRAINED_METHODS:
-            config = build_config("shapes3d", None, {"method": method})
-            images = renders_per_step(config)
-            one, two = (time_processes(method, pca_path, world, steps, threads) for world in (1, 2))
-            print(f"{method:10s} {images / one:12.1f} {images / two:12.1f} {one / two:6.2f}")
+            images = renders_per_step(build_config("shapes3d", None, {"method": method}))
+            rates: dict[int, list[float]] = {1: [], cores: []}
+            for _ in range(repeats):
+                for world, threads in ((1, cores), (cores, 1)):
+                    rates[world].append(images / time_processes(method, pca_path, world, steps, threads))
+            one, many = (statistics.median(rates[world]) for world in (1, cores))
+            spans = [f"{statistics.median(r):7.1f} ({min(r):.1f}-{max(r):.1f})" for r in rates.values()]
+            print(f"{method:14s} {spans[0]:>24s} {spans[1]:>24s} {many / one:6.2f}")
 
 
 def compare_precisions(pca: PCABasis, steps: int) -> None:
@@ -152,15 +174,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel-steps", type=int, default=5, help="timed steps of the 1 vs 2 process comparison")
-    parser.add_argument("--parallel-threads", type=int, default=1, help="threads of each process in that comparison")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of that comparison (median and range)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the data-parallel and precision comparisons")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="shapes3d", help="generator of the overhead table (stylegan2-64: that table alone)")
+    parser.add_argument("--num-directions", type=int, default=None, help="K of the overhead table (default: the preset's 10)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pca = compute_pca(load_generator("shapes3d"), num_samples=50_000, progress=False)
+    pca = compute_pca(WORLDS[args.world](), num_samples=50_000, progress=False)
+    overrides = {} if args.num_directions is None else {"num_directions": args.num_directions}
     if not args.skip_overhead:
-        overhead_table(pca, args.steps)
-    compare_processes(pca, args.parallel_steps, args.parallel_threads)
-    compare_precisions(pca, args.steps)
+        overhead_table(args.world, pca, args.steps, **overrides)
+    if args.world == "shapes3d":
+        compare_processes(pca, args.parallel_steps, args.threads, args.repeats)
+        compare_precisions(pca, args.steps)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from pathlib import Path
 
 from contrafeat.commands.evaluate_commands import REFERENCE_KINDS
 from contrafeat.discovery.config import DiscoveryConfig, build_config
-from contrafeat.discovery.methods import METHODS, method_spec, renders_per_step
+from contrafeat.discovery.registry import METHODS, method_spec, renders_per_step
 from contrafeat.discovery.run import check_answer_key
+from contrafeat.errors import UserError
 from contrafeat.evaluation.disentanglement import COUNTS
 from contrafeat.evaluation.distillation import DistillSettings
-from contrafeat.errors import UserError
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
-from contrafeat.gan.zoo import load_generator
+from contrafeat.zoo import load_generator
 
 CONTRAFEAT = [sys.executable, "-m", "contrafeat.cli"]
 DEFAULT_RENDERS = renders_per_step(build_config()) * build_config().steps
@@ -162,7 +162,10 @@ def main() -> None:
     table = aggregate(rows)
     write_tables(rows, args.out / "discovery_runs")
     csv_path, md_path = write_tables(table, args.out / "discovery_table")
-    print(f"{args.checkpoint}; seeds {args.seeds}; {args.renders} generator renders per trained method; predictor {args.predictor}; attribute matrix 500 samples, truncation 0.5;")
+    print(
+        f"{args.checkpoint}; seeds {args.seeds}; {args.renders} generator renders per trained method; predictor {args.predictor}; "
+        "attribute matrix 500 samples, truncation 0.5;"
+    )
     print(f"group VAE on seed(s) {distill_seeds}: {args.pairs} pairs, {args.vae_steps} steps, {args.metric_counts} metric counts")
     print(to_markdown(table))
     timing = "finished cells only" if args.only_finished else f"wall time {elapsed / 60:.1f} min with {args.jobs} job(s) x {threads} thread(s)"

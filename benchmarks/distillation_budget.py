@@ -17,9 +17,9 @@ import argparse
 import csv
 import json
 import os
+import subprocess
 import sys
 import time
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +35,8 @@ from contrafeat.evaluation.evaluate_run import EvaluationSettings, calibration_o
 from contrafeat.evaluation.group_vae import train_vae
 from contrafeat.evaluation.pairs import PairDataset, write_pairs
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
 from contrafeat.paths import cache_dir
+from contrafeat.zoo import load_generator
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, help="variant:lr:beta:batch:pairs")
     parser.add_argument("--points", nargs="+", type=int, default=[500, 1000, 2000, 4000, 8000], help="VAE step counts measured")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of pairs, VAE and metrics")
-    parser.add_argument("--counts", default="quick", choices=list(COUNTS), help="metric sample counts (quick for the curve; full for a point beside published numbers)")
+    parser.add_argument(
+        "--counts", default="quick", choices=list(COUNTS), help="metric sample counts (quick for the curve; full for a point beside published numbers)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="recipes at once, each in its own process with its share of the cores")
     parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate and plot the points measured so far (every --counts)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one recipe:seed in this process
@@ -153,7 +155,8 @@ def plot(rows: list[dict], path: Path) -> None:
     colours: dict[str, str] = {}
     for axis, metric in zip(axes, ("fvm", "mig", "dci")):
         for recipe in dict.fromkeys(row["recipe"] for row in rows):
-            for count, style in (("quick", dict(marker="o")), ("authors", dict(marker="s", linestyle="none")), ("full", dict(marker="*", markersize=12, linestyle="none"))):
+            styles = (("quick", dict(marker="o")), ("authors", dict(marker="s", linestyle="none")), ("full", dict(marker="*", markersize=12, linestyle="none")))
+            for count, style in styles:
                 mine = [row for row in rows if row["recipe"] == recipe and row["counts"] == count]
                 if not mine:
                     continue

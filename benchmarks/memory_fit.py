@@ -44,9 +44,10 @@ import torch
 from torch import nn
 
 from contrafeat.discovery.config import DiscoveryConfig, build_config
-from contrafeat.discovery.methods import METHODS, build_navigator, build_objective, method_spec, uses_sensor
+from contrafeat.discovery.methods import build_navigator, build_objective, uses_sensor
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.objectives import Objective
+from contrafeat.discovery.registry import METHODS, method_spec
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.features import build_sensor
@@ -181,7 +182,15 @@ def measure_in_process(method: str, resolution: int, micro_batch: int | None, th
         seconds = time.perf_counter() - start
         peak = peak_resident_bytes() - before
     return Measurement(
-        method, resolution, config.batch_size, micro_batch, codes, objective.renders_per_batch(config.num_directions, codes), peak / GB, parts.weights_gb(), seconds
+        method,
+        resolution,
+        config.batch_size,
+        micro_batch,
+        codes,
+        objective.renders_per_batch(config.num_directions, codes),
+        peak / GB,
+        parts.weights_gb(),
+        seconds,
     )
 
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from contrafeat.gan.zoo import load_generator
+from contrafeat.zoo import load_generator
 
 WORLDS = ("shapes3d", "shapes3d-learned")
 BATCHES = (16, 40)
@@ -42,11 +42,11 @@ def main() -> None:
             ws = generator.broadcast(generator.mapping(torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(0))))
             codes = ws.clone().requires_grad_(True)
 
-            def forward() -> None:
+            def forward(generator=generator, ws=ws) -> None:
                 with torch.no_grad():
                     generator.synthesis(ws)
 
-            def forward_backward() -> None:
+            def forward_backward(generator=generator, codes=codes) -> None:
                 codes.grad = None
                 generator.synthesis(codes).square().mean().backward()
 

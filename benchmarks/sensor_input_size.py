@@ -15,9 +15,9 @@ import time
 import torch
 
 from contrafeat.discovery.losses import feature_changes, masked_similarity
-from contrafeat.evaluation.true_edits import true_edit_tensor
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
+from contrafeat.shapes3d.truth import true_edit_tensor
+from contrafeat.zoo import load_generator
 
 SIZES = (None, 96, 128, 160, 224)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from contrafeat.data.shapes3d import FACTOR_NAMES
 from contrafeat.discovery.best_linear import best_linear_edits
-from contrafeat.evaluation.world_properties import measure, sample_codes
-from contrafeat.gan.zoo import load_generator
+from contrafeat.shapes3d.grid import FACTOR_NAMES
+from contrafeat.shapes3d.world_properties import measure, sample_codes
 from contrafeat.viz.images import save_image_grid
+from contrafeat.zoo import load_generator
 
 WORLDS = ("shapes3d", "shapes3d-learned")
 

@@ -6,6 +6,7 @@ checkpoint made with other settings, naming `path`).
 """
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -13,8 +14,7 @@ from typing import Any, Mapping, Protocol
 import torch
 from tqdm import tqdm
 
-from contrafeat.errors import UserError
-from contrafeat.gan.assembly import one_line
+from contrafeat.errors import UserError, one_line
 from contrafeat.io_utils import atomic_torch_save
 
 
@@ -66,3 +66,12 @@ def run_steps(training: Resumable, checkpoint: Path, checkpoint_every: int, prog
         raise
     finally:
         bar.close()
+
+
+def cosine_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, lr: float, step: int, steps: int) -> None:
+    """One optimiser step on `loss` at the cosine-decayed rate lr * (1 + cos(pi * step / steps)) / 2."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

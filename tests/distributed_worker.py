@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tiny_world import TinyGenerator, TinySensor
 
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
@@ -14,7 +15,6 @@ from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import Trainer
-from tiny_world import TinyGenerator, TinySensor
 
 TINY = {"batch_size": 8, "num_directions": 3, "subspace_dim": 4, "checkpoint_every": 2, "log_every": 1, "pca_samples": 500}
 

@@ -78,7 +78,12 @@ def fake_nvidia_modules() -> Iterator[tuple[Any, type]]:
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     util = types.ModuleType("dnnlib.util")
     util.EasyDict = type("EasyDict", (dict,), {"__module__": "dnnlib.util", "__qualname__": "EasyDict"})
-    modules = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence, "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}
+    modules = {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+    }
     saved = {name: sys.modules.get(name) for name in modules}
     sys.modules.update(modules)
     try:
@@ -101,7 +106,9 @@ class Persistent:
         return self.hook, (self.meta,)
 
 
-def persistent_network(module: nn.Module, hook: Any, easydict: type, init_kwargs: dict | None = None, module_src: str = "", skip: tuple[str, ...] = ()) -> Persistent:
+def persistent_network(
+    module: nn.Module, hook: Any, easydict: type, init_kwargs: dict | None = None, module_src: str = "", skip: tuple[str, ...] = ()
+) -> Persistent:
     """A module as a persistence meta dict: parameters, buffers, children (recursively), plain attributes, init kwargs."""
     state: dict[str, Any] = {
         "training": False,

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from contrafeat.cli import main
-from contrafeat.evaluation import ablation_cells
-from contrafeat.evaluation.ablation_studies import (
+from contrafeat.experiments import cells
+from contrafeat.experiments.ablations import AblationSettings
+from contrafeat.experiments.studies import (
     DIVERSITY_WEIGHTS,
     STUDY_NAMES,
     TRAINING_STUDIES,
@@ -17,7 +18,6 @@ from contrafeat.evaluation.ablation_studies import (
     sensor_variants,
     subspace_variants,
 )
-from contrafeat.evaluation.ablations import AblationSettings
 
 TINY = ["--steps", "2", "--pca-samples", "2000", "--samples", "16", "--mask-samples", "4", "--no-progress"]
 EXPECTED_ROWS = {"subspace": 10, "diversity": len(DIVERSITY_WEIGHTS), "focus": 6, "attention": 6, "sensor": 3, "mask": 6}
@@ -44,7 +44,7 @@ def test_every_study_runs_tiny_and_writes_tables_and_a_figure(tmp_path, capsys):
         assert len(table) == EXPECTED_ROWS[name], name
         assert (folder / f"{name}.png").stat().st_size > 5000
         record = json.loads((folder / f"{name}.json").read_text())
-        assert record["seeds"] == [3] and record["steps"] == 2 and record["threads"] == 1
+        assert record["seeds"] == [3] and record["steps"] == 2 and record["job_threads"] == 1
         assert f"| {table[0][next(iter(table[0]))]} |" in printed
     for name in TRAINING_STUDIES:
         for row in read_csv(out / name / f"{name}_runs.csv"):
@@ -84,7 +84,7 @@ def test_finished_runs_are_reused_and_changed_settings_recomputed(tmp_path, monk
     def refuse(self):
         raise AssertionError(f"{self.folder.name} was computed again")
 
-    monkeypatch.setattr(ablation_cells.TrainingCell, "compute", refuse)
+    monkeypatch.setattr(cells.TrainingCell, "compute", refuse)
     assert main([*arguments, "--work", str(work), "--out", str(tmp_path / "second")]) == 0
     assert (tmp_path / "first" / "focus" / "focus.csv").read_text() == (tmp_path / "second" / "focus" / "focus.csv").read_text()
     with pytest.raises(AssertionError, match="computed again"):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_world import TinyGenerator
+from true_edit_directions import true_directions
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
@@ -15,14 +17,6 @@ from contrafeat.evaluation.attribute_scores import (
 )
 from contrafeat.evaluation.calibration import calibrate_steps
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
-from true_edit_directions import true_directions
-from tiny_world import TinyGenerator
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_generator("shapes3d")
 
 
 def test_score_matrix_normalises_rows_and_counts_distinct_argmaxes():

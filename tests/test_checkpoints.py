@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stylegan2_factories import FIXTURES, random_generator, with_stylegan3_input, write_nvidia_pickle, write_rosinality
 
 from contrafeat.errors import CheckpointError
 from contrafeat.gan.checkpoints import detect_format, load_checkpoint, save_native
 from contrafeat.gan.rosinality import estimate_w_avg
 from contrafeat.gan.stylegan2 import Generator
-from stylegan2_factories import FIXTURES, random_generator, with_stylegan3_input, write_nvidia_pickle, write_rosinality
 
 NOT_A_CHECKPOINT = "not a StyleGAN2 checkpoint: expected a .pkl network snapshot, a rosinality .pt or a native folder"
 

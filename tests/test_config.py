@@ -65,7 +65,10 @@ def test_a_render_budget_sets_the_steps(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"renders": 1000, "steps": 41}, "--steps 41 disagrees with --renders 1000: contra-bi renders 25 images per step at --batch-size 10, so that budget is 40 steps"),
+        (
+            {"renders": 1000, "steps": 41},
+            "--steps 41 disagrees with --renders 1000: contra-bi renders 25 images per step at --batch-size 10, so that budget is 40 steps",
+        ),
         ({"renders": 0}, "--renders 0: expected a positive integer"),
         ({"renders": -5}, "--renders -5: expected a positive integer"),
         ({"method": "ganspace", "renders": 100}, "--renders 100: method ganspace has nothing to train"),

@@ -2,20 +2,16 @@
 measured on what the generator reads, so a null-space component costs nothing."""
 import pytest
 import torch
+from true_edit_directions import true_directions
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.subspace import sefa_basis
-from contrafeat.evaluation.attribute_scores import ExactFactors, attribute_change_matrix, evaluation_codes, score_matrix
+from contrafeat.evaluation.attribute_scores import ExactFactors, attribute_change_matrix, score_matrix
 from contrafeat.evaluation.dead_directions import DEAD_FRACTION, dead_directions, dead_indices, image_changes
 from contrafeat.evaluation.pairs import keep_distinct
-from contrafeat.evaluation.true_edits import edit_cosines, read_projectors, true_edit_agreement, true_edit_tensor
-from contrafeat.gan.zoo import load_generator
-from true_edit_directions import true_directions
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_generator("shapes3d")
+from contrafeat.evaluation.true_edits import edit_cosines, read_projectors, true_edit_agreement
+from contrafeat.gan.interface import seeded_codes
+from contrafeat.shapes3d.truth import true_edit_tensor
 
 
 def null_vector(shapes) -> torch.Tensor:
@@ -44,7 +40,7 @@ def tiny_edit_direction(shapes) -> tuple[torch.Tensor, torch.Tensor]:
 def test_a_float_noise_direction_is_dead_scores_zero_and_finds_nothing(shapes):
     directions = true_directions(shapes, rows=[0, 3], extra=[tiny_edit_direction(shapes)])
     steps = torch.full((3,), 0.5)
-    codes = evaluation_codes(shapes, 16, 0, 0.5)
+    codes = seeded_codes(shapes, 16, 0, 0.5)
     dead, changes = dead_directions(shapes, directions, steps, codes)
     assert dead == [2]
     assert 0 < float(changes[2]) < DEAD_FRACTION * float(changes[:2].min())  # noise, yet not an exact zero
@@ -68,9 +64,9 @@ def test_dead_indices_are_relative_to_the_reference():
 def test_sefa_null_vectors_are_dead_on_the_shapes3d_world(shapes):
     vectors = sefa_basis(shapes)[0].T[:6].float() * shapes.w_dim**0.5  # [6, C]: 3 read axes, then null axes
     directions = Directions(vectors, torch.full((6, shapes.num_ws), 1.0 / shapes.num_ws), torch.ones(6), "sefa", "shapes3d")
-    dead, changes = dead_directions(shapes, directions, torch.full((6,), 100.0), evaluation_codes(shapes, 8, 0, 0.5))
+    dead, changes = dead_directions(shapes, directions, torch.full((6,), 100.0), seeded_codes(shapes, 8, 0, 0.5))
     assert dead == [3, 4, 5], changes  # even at a step of 100 the null axes move nothing
-    assert (image_changes(shapes, directions, torch.full((6,), 0.5), evaluation_codes(shapes, 8, 0, 0.5))[:3] > 0.01).all()
+    assert (image_changes(shapes, directions, torch.full((6,), 0.5), seeded_codes(shapes, 8, 0, 0.5))[:3] > 0.01).all()
 
 
 def test_pairs_leave_out_the_dead_directions():

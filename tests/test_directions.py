@@ -37,7 +37,7 @@ def test_apply_per_sample_indices_and_strengths():
 
 
 def test_apply_rejects_wrong_shape():
-    with pytest.raises(UserError, match=r"expected \[B, 4, 5\]"):
+    with pytest.raises(ValueError, match=r"expected shape \[B, 4, 5\]"):
         make_directions().apply(torch.zeros(2, 3, 5), 0, 1.0)
 
 

@@ -7,13 +7,10 @@ import torch
 from contrafeat.cli import main
 from contrafeat.discovery.directions import load_directions
 
-TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress", "--checkpoint", "shapes3d"]
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
+TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+TINY += ["--checkpoint", "shapes3d"]
 
 
 def test_discover_writes_a_complete_run(tmp_path, capsys):
@@ -96,3 +93,15 @@ def test_discover_on_a_stylegan2_checkpoint_with_its_discriminator(tmp_path):
     directions = load_directions(run)
     assert (directions.count, directions.num_ws, directions.w_dim) == (3, generator.num_ws, generator.w_dim)
     assert (run / "report.html").is_file() and not (run / "traversals" / "traversal_03.png").exists()
+
+
+def test_help_states_the_values_each_method_really_gets() -> None:
+    from contrafeat.commands.discover_commands import default_summary
+
+    assert default_summary("steps") == (
+        "default 1500; ganspace, sefa, truth, best-linear: 0; preset ffhq: contra-bi: 16667; contra-pt: 20000; "
+        "ganspace+att, sefa+att: 30000; latentclr, latentclr+att: 75000; recog, recog+att: 37500"
+    )
+    assert default_summary("lr") == "default 0.05; latentclr, latentclr+att, recog, recog+att: 0.01"
+    assert default_summary("num_directions") == "default 10; preset ffhq: 30"
+    assert default_summary("mask") == "default l2"

@@ -7,13 +7,15 @@ import sys
 
 import pytest
 import torch
+from distributed_worker import Job, free_port, make_trainer, train, train_in_processes
 
 from contrafeat.cli import main
-from contrafeat.discovery.config import build_config
+from contrafeat.devices import resolve_device
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.distributed import Runtime, rank_share, resolve_device
+from contrafeat.discovery.distributed import Runtime, rank_share
 from contrafeat.errors import UserError
-from distributed_worker import TINY, Job, free_port, make_trainer, train, train_in_processes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 METHODS = ("contra-bi", "contra-pt", "recog+att", "latentclr+att")
 NAVIGATOR_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -21,14 +23,6 @@ NAVIGATOR_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 OBJECTIVE_TOLERANCE = {"rtol": 0.0, "atol": 1e-3}
 """Adam divides each element's gradient by its own RMS, so prototype pixels and reconstructor weights whose
 gradient is near zero turn last-bit differences into steps of up to ~1% of lr (0.05 here, 0.01 for Recog)."""
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

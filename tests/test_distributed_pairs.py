@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from distributed_worker import free_port
 from joblib.externals.loky import get_reusable_executor
+from test_evaluate_cli import TINY_EVALUATION
+from tiny_world import TinyGenerator
 
 from contrafeat.cli import main
 from contrafeat.commands import evaluate_commands
@@ -20,9 +23,6 @@ from contrafeat.errors import UserError
 from contrafeat.evaluation import pairs
 from contrafeat.evaluation.distillation import PAIRS_FOLDER
 from contrafeat.evaluation.pairs import MANIFEST_FILE, SHARD_PATTERN, PairSettings, write_pairs
-from distributed_worker import free_port
-from test_evaluate_cli import TINY_EVALUATION, tiny_run  # noqa: F401 (tiny_run is a fixture)
-from tiny_world import TinyGenerator
 
 WORLD_SIZE = 2
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from distributed_worker import free_port
+from tiny_world import TinyGenerator
 
 from contrafeat.discovery import distributed
 from contrafeat.discovery.subspace import PCABasis, compute_pca, load_or_compute_pca, sorted_eigh
 from contrafeat.gan.identity import generator_identity
-from distributed_worker import free_port
-from tiny_world import TinyGenerator
 
 SAMPLES, BATCH, SEED = 1150, 250, 3
 """5 batches (250, 250, 250, 250, 150): rank 0 maps batches 0, 2 and 4, rank 1 maps batches 1 and 3."""

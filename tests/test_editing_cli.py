@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from true_edit_directions import true_directions
 
 from contrafeat.cli import main
 from contrafeat.discovery.config import build_config, save_config
@@ -12,19 +13,15 @@ from contrafeat.discovery.directions import load_directions
 from contrafeat.editing.edit import edit_strip, parse_strengths
 from contrafeat.editing.projector import load_projected_w, save_projected_w
 from contrafeat.errors import UserError
-from contrafeat.gan.zoo import load_generator
 from contrafeat.viz.images import save_png, to_uint8
-from true_edit_directions import true_directions
+from contrafeat.zoo import load_generator
+
+pytestmark = pytest.mark.usefixtures("offline")
 
 torch.set_num_threads(1)
 
 STEP = 0.5
 """Suggested step of every direction in the test run."""
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +150,10 @@ def test_edit_writes_a_strip_in_suggested_steps(tmp_path, capsys, generator, cod
 @pytest.mark.parametrize(
     "arrays, fragments",
     [
-        ({"w": np.zeros((1, 9, 64), np.float32)}, ["'w' is a float32 array of shape [1, 9, 64]", "expected an .npz file with key 'w' holding a float array [1, 10, 64]"]),
+        (
+            {"w": np.zeros((1, 9, 64), np.float32)},
+            ["'w' is a float32 array of shape [1, 9, 64]", "expected an .npz file with key 'w' holding a float array [1, 10, 64]"],
+        ),
         ({"latent": np.zeros((1, 10, 64), np.float32)}, ["no key 'w' (keys: latent)"]),
         ({"w": np.zeros((1, 10, 64), np.int64)}, ["'w' is a int64 array"]),
         ({"w": np.full((1, 10, 64), np.nan, np.float32)}, ["NaN or infinite"]),

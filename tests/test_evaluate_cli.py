@@ -15,21 +15,6 @@ TINY_EVALUATION = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("CONTRAFEAT_CACHE", str(cache))
-    run = tmp_path_factory.mktemp("runs") / "bi"
-    code = main(
-        ["discover", "--checkpoint", "shapes3d", "--method", "contra-bi", "--steps", "2", "--batch-size", "2", "--num-directions", "3", "--subspace-dim", "4",
-         "--pca-samples", "2000", "--sensor", "random-alexnet", "--out", str(run), "--no-progress"]
-    )
-    assert code == 0
-    yield run
-    patch.undo()
-
-
 def test_evaluate_runs_the_whole_chain_and_writes_its_results(tiny_run, tmp_path, capsys):
     out = tmp_path / "tables"
     assert main(["evaluate", str(tiny_run), "--out", str(out), *TINY_EVALUATION]) == 0

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import safetensors.torch
 import torch
 
 from contrafeat.cli import main
-from contrafeat.data.shapes3d import FACTOR_NAMES, FACTOR_VALUES
 from contrafeat.errors import UserError
-from contrafeat.evaluation import factor_predictor
-from contrafeat.evaluation.factor_predictor import (
+from contrafeat.shapes3d import factor_predictor
+from contrafeat.shapes3d.factor_predictor import (
     DEFAULT_WEIGHTS,
     FORMAT_TAG,
     FORMAT_VERSION,
@@ -29,17 +27,11 @@ from contrafeat.evaluation.factor_predictor import (
     soft_targets,
     train_factor_predictor,
 )
-from contrafeat.evaluation.true_edits import FACTOR_RANGES, factor_difference
-from contrafeat.gan.shapes_generator import ShapesGenerator
+from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_VALUES
+from contrafeat.shapes3d.linear_generator import ShapesGenerator
+from contrafeat.shapes3d.truth import FACTOR_RANGES, factor_difference
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small batches run fastest on one thread, and do not stall when other processes hold the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +153,13 @@ def test_unusable_weight_files_are_user_errors_naming_the_file(tmp_path: Path) -
     untagged = write_weights(tmp_path / "untagged.safetensors", state, {})
     wrong_keys = write_weights(tmp_path / "keys.safetensors", {"weight": torch.zeros(3)}, tag)
     wrong_shape = write_weights(tmp_path / "shape.safetensors", {**state, "heads.0.bias": torch.zeros(11)}, tag)
-    cases = [(missing, "not found"), (garbage, "unreadable"), (untagged, FORMAT_TAG), (wrong_keys, "missing trunk"), (wrong_shape, r"heads\.0\.bias has shape \[11\]")]
+    cases = [
+        (missing, "not found"),
+        (garbage, "unreadable"),
+        (untagged, FORMAT_TAG),
+        (wrong_keys, "missing trunk"),
+        (wrong_shape, r"heads\.0\.bias has shape \[11\]"),
+    ]
     for path, reason in cases:
         with pytest.raises(UserError, match=reason) as error:
             load_factor_predictor(path)

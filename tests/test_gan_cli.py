@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stylegan2_factories import FIXTURES, random_generator, write_nvidia_pickle
 
 from contrafeat.cli import main
 from contrafeat.gan.checkpoints import load_checkpoint, save_native
 from contrafeat.viz.images import to_uint8
-from stylegan2_factories import FIXTURES, random_generator, write_nvidia_pickle
 
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"shared StyleGAN2 fixtures not found at {FIXTURES}")
 
@@ -36,7 +36,8 @@ def test_info_describes_the_checkpoint(capsys) -> None:
 
 def test_generate_writes_one_png_per_seed_and_a_grid(native_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "images"
-    assert main(["generate", "--checkpoint", str(native_model), "--seeds", "0-2,7", "--out", str(out), "--grid-cols", "2", "--trunc", "0.8"]) == 0
+    options = ["--seeds", "0-2,7", "--out", str(out), "--grid-cols", "2", "--trunc", "0.8", "--device", "auto"]
+    assert main(["generate", "--checkpoint", str(native_model), *options]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["grid.png", "seed_0000.png", "seed_0001.png", "seed_0002.png", "seed_0007.png"]
     assert png(out / "grid.png").shape == (32, 32, 3)  # 2 x 2 tiles of 16 px
     generator = load_checkpoint(native_model)

@@ -22,16 +22,9 @@ from contrafeat.evaluation.group_vae import (
     train_vae,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LATENT = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These networks are small: one thread is faster than several competing for a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def render(factors):
@@ -224,5 +217,5 @@ def test_encode_mean_accepts_float_and_uint8_images():
     np.testing.assert_allclose(from_uint8, from_float, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
         np.testing.assert_allclose(from_float, model.encode(images.float() / 255)[0].numpy(), rtol=1e-5, atol=1e-6)
-    with pytest.raises(UserError, match="images"):
+    with pytest.raises(ValueError, match=r"images: expected shape \[N, 3, 64, 64\], got \[2, 64, 64, 3\]"):
         encode_mean(model, np.zeros((2, 64, 64, 3)))

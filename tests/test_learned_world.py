@@ -9,14 +9,15 @@ from contrafeat.discovery.best_linear import best_linear_edits
 from contrafeat.discovery.directions import load_directions
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, has_synthesis_blocks
 from contrafeat.errors import UserError
-from contrafeat.evaluation import world_properties
-from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
-from contrafeat.gan.learned_shapes_generator import DEFAULT_WEIGHTS, NUM_BLOCKS, load_learned_world
-from contrafeat.gan.learned_world_training import WorldSettings, WorldTraining, train_world
-from contrafeat.gan.shapes_generator import ShapesGenerator
+from contrafeat.gan.interface import seeded_codes
 from contrafeat.gan.tagged_weights import save_tagged_weights
-from contrafeat.gan.zoo import load_generator
 from contrafeat.resumable import checkpoint_path
+from contrafeat.shapes3d import world_properties
+from contrafeat.shapes3d.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
+from contrafeat.shapes3d.learned_generator import DEFAULT_WEIGHTS, NUM_BLOCKS, load_learned_world
+from contrafeat.shapes3d.linear_generator import ShapesGenerator
+from contrafeat.shapes3d.world_training import WorldSettings, WorldTraining, train_world
+from contrafeat.zoo import load_generator
 
 TINY = WorldSettings(steps=6, batch=32, projections=8, regularise_every=2)
 
@@ -28,7 +29,7 @@ def world():
 
 @pytest.fixture(scope="module")
 def jacobians(world):
-    return level_jacobians(world, world_properties.sample_codes(world, 96, seed=0))
+    return level_jacobians(world, seeded_codes(world, 96, seed=0))
 
 
 def test_the_shipped_world_has_the_stylegan2_interface(world):
@@ -54,7 +55,7 @@ def test_latentclr_reads_the_worlds_own_block_features(world):
 
 def test_effects_depend_on_w_in_the_learned_world_and_not_in_the_linear_one(world, jacobians):
     learned = world_properties.gradient_consistency(jacobians)
-    linear = world_properties.gradient_consistency(level_jacobians(ShapesGenerator(), world_properties.sample_codes(ShapesGenerator(), 16, 0)))
+    linear = world_properties.gradient_consistency(level_jacobians(ShapesGenerator(), seeded_codes(ShapesGenerator(), 16, 0)))
     assert (learned < 0.9).all() and torch.allclose(linear, torch.ones(6), atol=1e-4)
     assert world_properties.span_overlap(jacobians) < 0.8 and world_properties.span_rank(jacobians) == pytest.approx(6.0)
 
@@ -66,7 +67,7 @@ def test_coarse_layers_hold_the_geometry_and_fine_layers_the_colours(jacobians):
 
 def test_the_factor_levels_are_close_to_independent_and_uniform(world):
     with torch.no_grad():
-        levels = world.levels(world_properties.sample_codes(world, 5000, seed=3)).double().numpy()
+        levels = world.levels(seeded_codes(world, 5000, seed=3)).double().numpy()
     assert (world_properties.uniformity(levels) < 0.1).all()
     assert world_properties.pairwise_dependence(levels)["max_abs_spearman"] < 0.3
 
@@ -107,8 +108,8 @@ def test_training_moves_the_levels_towards_uniform():
     [
         (["--lr", "nan"], "--lr nan: expected a positive number"),
         (["--lr=-0.001"], "--lr -0.001: expected a positive number"),
-        (["--mixing", "1.5"], "--mixing 1.5: expected a share in [0, 1]"),
-        (["--path-weight", "inf"], "--path-weight inf: expected a number >= 0"),
+        (["--mixing", "1.5"], "--mixing 1.5: expected a number in [0, 1]"),
+        (["--path-weight", "inf"], "--path-weight inf: expected a number in [0, 1e6]"),
         (["--steps", "0"], "--steps 0: expected a positive integer"),
         (["--batch", "4"], "--batch 4: expected at least 8 codes"),
         (["--checkpoint-every", "0"], "--checkpoint-every 0: expected a positive integer"),

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from contrafeat.cli import main
-from contrafeat.data.shapes3d_renderer import render
 from contrafeat.discovery.losses import bi_loss, masked_similarity
-from contrafeat.evaluation.mask_analysis import (
+from contrafeat.experiments.mask_analysis import (
     FACTOR_LOW,
     FACTOR_PAIRS,
     MODES,
@@ -21,15 +20,13 @@ from contrafeat.evaluation.mask_analysis import (
     sample_losses,
     summary_table,
 )
-from contrafeat.evaluation.true_edits import FACTOR_RANGES
 from contrafeat.features import build_sensor
+from contrafeat.shapes3d.renderer import render
+from contrafeat.shapes3d.truth import FACTOR_RANGES
+
+pytestmark = pytest.mark.usefixtures("offline")
 
 BOUNDED = [3, 4, 5]  # scale, shape, orientation
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +148,9 @@ def test_cli_prints_the_table_and_writes_csv_and_markdown(tmp_path, capsys):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--samples", "0"], "--samples 0: expected at least 1"),
-        (["--sigma", "0"], "--sigma 0.0: expected 0 < sigma < 0.5"),
-        (["--sigma", "0.5"], "--sigma 0.5: expected 0 < sigma < 0.5"),
+        (["--samples", "0"], "--samples 0: expected a positive integer"),
+        (["--sigma", "0"], "--sigma 0: expected a number in (0, 0.5)"),
+        (["--sigma", "0.5"], "--sigma 0.5: expected a number in (0, 0.5)"),
         (["--sensor", "resnet"], "--sensor 'resnet': unknown sensor"),
     ],
 )

@@ -4,16 +4,17 @@ import re
 
 import pytest
 import torch
+from stylegan2_factories import random_generator
+from tiny_world import TinyGenerator, TinySensor
 
 from contrafeat.cli import build_parser
 from contrafeat.discovery.config import DiscoveryConfig, build_config
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
-from contrafeat.discovery.methods import METHODS, build_navigator, build_objective, latentclr_source, uses_sensor
+from contrafeat.discovery.methods import build_navigator, build_objective, latentclr_source, uses_sensor
 from contrafeat.discovery.objectives import MIN_SHIFT_FRACTION, FeatureSource, LatentCLR, Recog
+from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.errors import UserError
-from stylegan2_factories import random_generator
-from tiny_world import TinyGenerator, TinySensor
 
 
 def tiny_config(method: str, **overrides):
@@ -52,11 +53,11 @@ def test_per_method_settings():
         ({"method": "latentclr", "latentclr_temperature": 0}, "--latentclr-temperature 0"),
         ({"method": "latentclr", "latentclr_temperature_mode": "power"}, "--latentclr-temperature-mode 'power'"),
         ({"method": "recog", "recog_depth": 0}, "--recog-depth 0"),
-        ({"method": "recog", "recog_lr": 0.0}, "--recog-lr 0.0: expected a positive finite number"),
-        ({"method": "recog", "recog_lr": -1e-4}, "--recog-lr -0.0001: expected a positive finite number"),
-        ({"method": "recog", "recog_lr": float("nan")}, "--recog-lr nan: expected a positive finite number"),
-        ({"method": "recog", "recog_lr": float("inf")}, "--recog-lr inf: expected a positive finite number"),
-        ({"method": "recog", "lr": float("nan")}, "--lr nan: expected a positive finite number"),
+        ({"method": "recog", "recog_lr": 0.0}, "--recog-lr 0.0: expected a positive number at most 1e6"),
+        ({"method": "recog", "recog_lr": -1e-4}, "--recog-lr -0.0001: expected a positive number at most 1e6"),
+        ({"method": "recog", "recog_lr": float("nan")}, "--recog-lr nan: expected a positive number at most 1e6"),
+        ({"method": "recog", "recog_lr": float("inf")}, "--recog-lr inf: expected a positive number at most 1e6"),
+        ({"method": "recog", "lr": float("nan")}, "--lr nan: expected a positive number at most 1e6"),
     ],
 )
 def test_method_rules_are_user_errors(overrides, message):
@@ -156,7 +157,7 @@ def gradients_of(method: str, generator, sensor):
     pca = compute_pca(generator, num_samples=500, batch_size=250, progress=False)
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     w = generator.mapping(torch.randn(4, generator.z_dim, generator=torch.Generator().manual_seed(1)))
-    ws = w[:, None, :].repeat(1, generator.num_ws, 1)
+    ws = generator.broadcast(w)
     terms = objective(ws, navigator, FeatureSource(generator, sensor, "const"), torch.Generator().manual_seed(2))
     sum(terms.values()).backward()
     return terms, navigator, objective
@@ -164,7 +165,7 @@ def gradients_of(method: str, generator, sensor):
 
 def test_latentclr_objective_trains_directions_and_attention_on_generator_features():
     terms, navigator, objective = gradients_of("latentclr+att", random_generator(with_discriminator=False).requires_grad_(False), None)
-    assert isinstance(objective, LatentCLR) and objective.renders_per_unit(3) == 4
+    assert isinstance(objective, LatentCLR) and objective.render_count.per_unit(3) == 4
     assert set(terms) == {"nt_xent"} and torch.isfinite(terms["nt_xent"])
     assert navigator.direction_branch.coefficients.grad.abs().sum() > 0
     assert navigator.attention_branch.logits.grad.abs().sum() > 0

@@ -6,15 +6,11 @@ import torch
 
 from contrafeat.cli import main
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.methods import ANSWER_KEYS, METHODS
+from contrafeat.discovery.registry import ANSWER_KEYS, METHODS
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 TINY = ["--checkpoint", "shapes3d", "--num-directions", "2", "--batch-size", "4", "--pca-samples", "2000", "--log-every", "1", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
 @pytest.mark.parametrize("method", [name for name in METHODS if not name.startswith("contra-") and METHODS[name].directions not in ANSWER_KEYS])
@@ -53,7 +49,7 @@ def test_a_training_free_run_is_not_overwritten(tmp_path, capsys):
 
 
 def test_truth_writes_the_worlds_exact_edits_as_an_ordinary_run(tmp_path, capsys):
-    from contrafeat.gan.zoo import load_generator
+    from contrafeat.zoo import load_generator
 
     run = tmp_path / "run"
     assert main(["discover", "--method", "truth", "--out", str(run), *TINY]) == 0

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from contrafeat.discovery.navigator import Navigator, gaussian_kernel1d, rms_normalise
-from contrafeat.errors import UserError
+from contrafeat.discovery.navigator import Navigator, gaussian_kernel1d
+from contrafeat.gan.interface import rms_normalise
 
 G0 = 1 / (1 + 2 * math.exp(-0.5))
 G1 = math.exp(-0.5) * G0
@@ -132,12 +132,12 @@ def test_only_branch_parameters_train():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in navigator.parameters())
 
 
-def test_invalid_sizes_are_user_errors():
-    with pytest.raises(UserError, match=r"subspace_dim 9: expected 1\.\.8"):
+def test_invalid_sizes_are_value_errors():
+    with pytest.raises(ValueError, match=r"subspace_dim 9: expected 1\.\.8"):
         make_navigator(subspace_dim=9)
-    with pytest.raises(UserError, match=r"expected \[8, n\]"):
+    with pytest.raises(ValueError, match=r"basis: expected shape \[8, n\], got \[6, 6\]"):
         make_navigator(basis=orthonormal_basis(6))
-    with pytest.raises(UserError, match="num_directions 9"):
+    with pytest.raises(ValueError, match="num_directions 9"):
         make_navigator(num_directions=9, direction_mode="fixed")
-    with pytest.raises(UserError, match="attended_layers 6"):
+    with pytest.raises(ValueError, match="attended_layers 6"):
         make_navigator(attended_layers=6)

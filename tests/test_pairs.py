@@ -6,10 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from true_edit_directions import true_directions
 
-from contrafeat.data.shapes3d import factor_values, index_to_factors
-from contrafeat.data.shapes3d_cache import RenderCache
-from contrafeat.data.shapes3d_renderer import render
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.pairs import (
@@ -23,13 +21,9 @@ from contrafeat.evaluation.pairs import (
     write_pairs,
 )
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
-from true_edit_directions import true_directions
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return load_generator("shapes3d")
+from contrafeat.shapes3d.grid import factor_values, index_to_factors
+from contrafeat.shapes3d.render_cache import RenderCache
+from contrafeat.shapes3d.renderer import render
 
 
 def test_keep_distinct_drops_dead_and_repeated_directions():

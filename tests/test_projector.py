@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stylegan2_factories import random_generator
+from tiny_world import TinySensor
 
 from contrafeat.editing import projector
 from contrafeat.editing.image_input import load_image
@@ -19,12 +21,10 @@ from contrafeat.editing.projector import (
     project,
 )
 from contrafeat.errors import UserError
-from contrafeat.evaluation.factor_predictor import load_factor_predictor
-from contrafeat.evaluation.true_edits import factor_difference, true_edit_tensor
 from contrafeat.features import build_sensor
-from contrafeat.gan.zoo import load_generator
-from stylegan2_factories import random_generator
-from tiny_world import TinySensor
+from contrafeat.shapes3d.factor_predictor import load_factor_predictor
+from contrafeat.shapes3d.truth import factor_difference, true_edit_tensor
+from contrafeat.zoo import load_generator
 
 torch.set_num_threads(1)
 
@@ -173,11 +173,11 @@ def test_default_loss_network_prefers_vgg16_then_mobilenet_then_explains(monkeyp
 
 def test_project_refuses_bad_settings(world):
     generator, sensor, targets, _, _ = world
-    with pytest.raises(UserError, match="--space 'z'"):
+    with pytest.raises(ValueError, match="space 'z'"):
         project(generator, targets, steps=1, space="z", loss_network=sensor, progress=False)
-    with pytest.raises(UserError, match="--steps 0"):
+    with pytest.raises(ValueError, match="steps 0"):
         project(generator, targets, steps=0, loss_network=sensor, progress=False)
-    with pytest.raises(ValueError, match=r"targets: expected \[B, 3, 64, 64\]"):
+    with pytest.raises(ValueError, match=r"targets: expected shape \[B, 3, 64, 64\]"):
         project(generator, targets[:, :, :32, :32], steps=1, loss_network=sensor, progress=False)
 
 

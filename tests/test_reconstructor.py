@@ -12,8 +12,8 @@ import torch
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.losses import sample_steps
 from contrafeat.discovery.objectives import Recog
-from contrafeat.evaluation.true_edits import true_edit_tensor
-from contrafeat.gan.shapes_generator import ShapesGenerator
+from contrafeat.shapes3d.linear_generator import ShapesGenerator
+from contrafeat.shapes3d.truth import true_edit_tensor
 
 HELD_OUT = 128
 MIN_STEP = 0.15

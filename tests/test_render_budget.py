@@ -8,19 +8,15 @@ from contrafeat.commands.discover_commands import _read_run
 from contrafeat.discovery import run as run_module
 from contrafeat.discovery.config import build_config, save_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import METHODS, renders_per_step
+from contrafeat.discovery.registry import METHODS, renders_per_step
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
 from contrafeat.errors import UserError
-from contrafeat.gan.zoo import load_generator
+from contrafeat.zoo import load_generator
+
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 TINY = {"num_directions": 2, "batch_size": 4, "pca_samples": 2000, "steps": 1, "log_every": 1}
 """The smallest run the CLI tests train: K = 2, B = 4, one step."""
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTRAFEAT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CONTRAFEAT_OFFLINE", "1")
 
 
 @pytest.mark.parametrize(

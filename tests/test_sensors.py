@@ -158,7 +158,8 @@ def test_offline_mode_never_touches_the_network(monkeypatch):
 def test_wrong_shapes_and_missing_keys_name_the_file_and_the_key(empty_hub, tmp_path):
     path = tmp_path / "bad.pth"
     torch.save({**synthetic_state(ALEXNET_KEYS), "features.3.weight": torch.zeros(192, 64, 3, 3)}, path)
-    with pytest.raises(UserError, match=rf"{re.escape(str(path))}: 'features.3.weight' has shape \(192, 64, 3, 3\) where torchvision AlexNet has \(192, 64, 5, 5\)"):
+    expected = rf"{re.escape(str(path))}: 'features.3.weight' has shape \(192, 64, 3, 3\) where torchvision AlexNet has \(192, 64, 5, 5\)"
+    with pytest.raises(UserError, match=expected):
         build_sensor("alexnet", weights=path)
     torch.save({key: value for key, value in synthetic_state(ALEXNET_KEYS).items() if key != "features.6.bias"}, path)
     with pytest.raises(UserError, match=rf"{re.escape(str(path))}: key 'features.6.bias' is missing"):
@@ -182,7 +183,8 @@ def test_unreadable_or_unsafe_files_are_refused(empty_hub, tmp_path):
 
 
 def test_missing_explicit_path_is_named(tmp_path):
-    with pytest.raises(UserError, match=rf"--sensor-weights {re.escape(str(tmp_path / 'nope.pth'))}: file not found; expected torchvision's vgg16-397923af.pth"):
+    expected = rf"--sensor-weights {re.escape(str(tmp_path / 'nope.pth'))}: file not found; expected torchvision's vgg16-397923af.pth"
+    with pytest.raises(UserError, match=expected):
         build_sensor("vgg16", weights=tmp_path / "nope.pth")
 
 
@@ -223,7 +225,7 @@ def test_input_size_resizes_and_normalize_uses_imagenet_statistics():
     mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(extremes, torch.stack([-mean / std, (1 - mean) / std]))
     assert torch.equal(build_sensor("random-alexnet").prepare(image), image)
-    with pytest.raises(UserError, match="--sensor-input-size: expected a positive number of pixels, got 0"):
+    with pytest.raises(ValueError, match="input_size 0: expected a positive number of pixels"):
         build_sensor("random-alexnet", input_size=0)
 
 

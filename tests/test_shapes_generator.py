@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrafeat.data.shapes3d_renderer import render
 from contrafeat.gan.interface import GeneratorLike
-from contrafeat.gan.shapes_generator import FACTOR_BANDS, FACTOR_READOUT, ShapesGenerator
-from contrafeat.gan.zoo import ZOO
+from contrafeat.shapes3d.linear_generator import FACTOR_BANDS, FACTOR_READOUT, ShapesGenerator
+from contrafeat.shapes3d.renderer import render
+from contrafeat.zoo import ZOO
 
 HUES = (0, 1, 2)
 SHARED_PAIRS = ((4, 2), (5, 1), (3, 0))

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from stylegan2_factories import FIXTURES, random_generator
 
 from contrafeat.gan.checkpoints import load_checkpoint
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.stylegan2 import Generator, SynthesisLayer
-from stylegan2_factories import FIXTURES, random_generator
 
 IMAGE_TOL = 1e-4
 LATENT_TOL = 1e-5
@@ -122,7 +122,7 @@ def test_noise_modes() -> None:
     assert torch.equal(none, generator.synthesis(ws, noise_mode="const"))
     with pytest.raises(ValueError, match="noise_mode"):
         generator.synthesis(ws, noise_mode="fixed")
-    with pytest.raises(ValueError, match=r"ws must have shape \[B, 6, 16\]"):
+    with pytest.raises(ValueError, match=r"ws: expected shape \[B, 6, 16\]"):
         generator.synthesis(ws[:, :5])
 
 

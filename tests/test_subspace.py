@@ -9,13 +9,14 @@ from torch import nn
 from contrafeat.discovery.subspace import Moments, PCABasis, compute_pca, load_or_compute_pca, sefa_basis
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
+from contrafeat.gan.interface import WPlusCodes
 
 ROTATION = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
 SCALES = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
 """The fake's W = ROTATION diag(SCALES) z + offset: covariance eigenvectors ROTATION, eigenvalues 9, 4, 1."""
 
 
-class LinearGaussianGenerator(nn.Module):
+class LinearGaussianGenerator(WPlusCodes, nn.Module):
     """A fake generator whose mapping is linear in z, recording every w it returns."""
 
     z_dim = w_dim = 3

@@ -3,13 +3,13 @@ import json
 
 import pytest
 import torch
+from tiny_world import TinyGenerator, TinySensor
 
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, sample_start_codes
 from contrafeat.errors import UserError
-from tiny_world import TinyGenerator, TinySensor
 
 
 def make_trainer(run_dir, method="contra-pt", steps=6, **overrides):

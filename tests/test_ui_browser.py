@@ -9,8 +9,8 @@ import pytest
 import torch
 from ui_helpers import running_editor, write_true_edit_run
 
-from contrafeat.gan.zoo import load_generator
 from contrafeat.viz.images import save_png
+from contrafeat.zoo import load_generator
 
 torch.set_num_threads(1)
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")

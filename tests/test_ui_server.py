@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from ui_helpers import running_editor, write_true_edit_run
 
-from contrafeat.gan.zoo import load_generator
 from contrafeat.ui.projections import ProjectionJobs
 from contrafeat.viz.images import to_pil, to_uint8
+from contrafeat.zoo import load_generator
 
 torch.set_num_threads(1)
 PROJECT_STEPS = 4

@@ -4,8 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from contrafeat.gan.interface import WPlusCodes, toward_average
 
-class TinyGenerator(nn.Module):
+
+class TinyGenerator(WPlusCodes, nn.Module):
     """z [B, 8] -> w [B, 6] by a fixed MLP; W+ [B, 4, 6] -> 3 x 16 x 16 images by a fixed linear map + tanh."""
 
     z_dim, w_dim, num_ws, img_resolution, img_channels = 8, 6, 4, 16, 3
@@ -22,7 +24,7 @@ class TinyGenerator(nn.Module):
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         w = torch.nn.functional.leaky_relu(z @ self.fc1, 0.2) @ self.fc2
-        return self.w_avg + truncation_psi * (w - self.w_avg) if hasattr(self, "w_avg") else w
+        return toward_average(self.w_avg, w, truncation_psi) if hasattr(self, "w_avg") else w
 
     def synthesis(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         return torch.tanh(ws.flatten(1) @ self.render).view(-1, 3, 16, 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from contrafeat.discovery.directions import Directions
+from contrafeat.gan.identity import generator_identity
 
 
 def true_directions(generator, rows: list[int] | None = None, extra: list[tuple[torch.Tensor, torch.Tensor]] = (), step: float = 0.5) -> Directions:
@@ -11,4 +12,4 @@ def true_directions(generator, rows: list[int] | None = None, extra: list[tuple[
     edits = [edit for i, edit in enumerate(generator.true_edits()) if rows is None or i in rows] + list(extra)
     vectors = torch.stack([vector for vector, _ in edits])
     attention = torch.stack([weights for _, weights in edits])
-    return Directions(vectors, attention, torch.full((len(edits),), step), "truth", "shapes3d")
+    return Directions(vectors, attention, torch.full((len(edits),), step), "truth", generator_identity(generator))

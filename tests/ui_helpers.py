@@ -11,8 +11,8 @@ from true_edit_directions import true_directions
 from contrafeat.cli import build_parser
 from contrafeat.commands.ui_commands import open_server
 from contrafeat.discovery.config import build_config, save_config
-from contrafeat.gan.zoo import load_generator
 from contrafeat.ui.server import EditorServer
+from contrafeat.zoo import load_generator
 
 
 def write_true_edit_run(folder: Path) -> Path:

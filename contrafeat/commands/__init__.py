@@ -15,4 +15,15 @@ from contrafeat.commands import (
     ui_commands,
 )
 
-COMMAND_MODULES = [gan_commands, shapes3d_commands, discover_commands, compare_commands, evaluate_commands, sensor_commands, mask_analysis_commands, ablate_commands, editing_commands, ui_commands]
+COMMAND_MODULES = [
+    gan_commands,
+    shapes3d_commands,
+    discover_commands,
+    compare_commands,
+    evaluate_commands,
+    sensor_commands,
+    mask_analysis_commands,
+    ablate_commands,
+    editing_commands,
+    ui_commands,
+]

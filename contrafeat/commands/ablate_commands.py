@@ -7,8 +7,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from contrafeat.commands.common import add_command
-from contrafeat.evaluation.ablation_studies import MASK_STUDY, TRAINING_STUDIES, check_study_names
-from contrafeat.evaluation.ablations import AblationSettings, StudyOutput, run_studies
+from contrafeat.experiments.ablations import AblationSettings, StudyOutput, run_studies
+from contrafeat.experiments.studies import MASK_STUDY, TRAINING_STUDIES, check_study_names
+from contrafeat.options import COUNT, INDEX
 from contrafeat.viz.ablation_figure import write_mask_figure, write_study_figure
 
 STUDY_HELP = ", ".join(f"{name} ({study.paper})" for name, study in TRAINING_STUDIES.items()) + f", {MASK_STUDY} (Table 8)"
@@ -19,15 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {STUDY_HELP}; or all")
     defaults = AblationSettings()
     quick = defaults.quick()
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"discovery seeds (default {' '.join(map(str, defaults.seeds))}; --quick: the first)")
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps per run (default {defaults.steps}; --quick: {quick.steps})")
-    parser.add_argument("--pca-samples", type=int, default=None, help=f"mapped samples of the PCA of W (default {defaults.pca_samples})")
-    parser.add_argument("--samples", type=int, default=None, help=f"samples of each attribute-change matrix (default {defaults.eval_samples})")
-    parser.add_argument("--mask-samples", type=int, default=None, help=f"samples per factor pair of the mask study (default {defaults.mask_samples})")
+    seeds = " ".join(map(str, defaults.seeds))
+    parser.add_argument("--seeds", nargs="+", type=INDEX, default=None, help=f"discovery seeds (default {seeds}; --quick: the first)")
+    parser.add_argument("--steps", type=COUNT, default=None, help=f"training steps per run (default {defaults.steps}; --quick: {quick.steps})")
+    parser.add_argument("--pca-samples", type=COUNT, default=None, help=f"mapped samples of the PCA of W (default {defaults.pca_samples})")
+    parser.add_argument("--samples", type=COUNT, default=None, help=f"samples of each attribute-change matrix (default {defaults.samples})")
+    parser.add_argument("--mask-samples", type=COUNT, default=None, help=f"samples per factor pair of the mask study (default {defaults.mask_samples})")
     parser.add_argument("--quick", action="store_true", help=f"the ten-minute version: one seed, {quick.steps} steps, fewer samples")
-    parser.add_argument("--jobs", type=int, default=defaults.jobs, help="runs at once, in worker processes sharing the cores (1: in this process)")
+    parser.add_argument("--jobs", type=COUNT, default=defaults.jobs, help="runs at once, in worker processes sharing the cores (1: in this process)")
     parser.add_argument(
-        "--job-threads", type=int, default=defaults.threads, help="torch threads of each run; numbers reproduce exactly for the same seeds and value"
+        "--job-threads", type=COUNT, default=defaults.job_threads, help="torch threads of each run; numbers reproduce exactly for the same seeds and value"
     )
     parser.add_argument("--alexnet-weights", default=None, help="torchvision's ImageNet AlexNet file: adds it to the sensor study")
     parser.add_argument("--work", type=Path, default=Path("ablation_runs"), help="folder of the runs (finished ones are reused, interrupted ones resumed)")
@@ -38,14 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace) -> AblationSettings:
     """Defaults, then --quick, then the options given explicitly."""
-    settings = AblationSettings(jobs=args.jobs, threads=args.job_threads, alexnet_weights=args.alexnet_weights)
+    settings = AblationSettings(jobs=args.jobs, job_threads=args.job_threads, alexnet_weights=args.alexnet_weights)
     if args.quick:
         settings = settings.quick()
     explicit = {
         "seeds": tuple(args.seeds) if args.seeds is not None else None,
         "steps": args.steps,
         "pca_samples": args.pca_samples,
-        "eval_samples": args.samples,
+        "samples": args.samples,
         "mask_samples": args.mask_samples,
     }
     return replace(settings, **{name: value for name, value in explicit.items() if value is not None})

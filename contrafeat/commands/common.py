@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from contrafeat.discovery.config import load_config
+from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
+from contrafeat.gan.identity import generator_identity
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.options import COUNT, INDEX, POSITIVE
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none or the help text already states it."""
 
-    def _get_help_string(self, action: argparse.Action) -> str:
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if action.default is None or "default" in text:
             return text
@@ -25,10 +30,10 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, help_text: st
 
 def add_traversal_options(parser: argparse.ArgumentParser, samples: int) -> None:
     """--samples, --frames, --step-multiplier, --seed: the shape of traversal grids."""
-    parser.add_argument("--samples", type=int, default=samples, help="rows of each grid")
-    parser.add_argument("--frames", type=int, default=7, help="columns of each grid")
-    parser.add_argument("--step-multiplier", type=float, default=1.0, help="scales the suggested step of every direction")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (the same for every run compared)")
+    parser.add_argument("--samples", type=COUNT, default=samples, help="rows of each grid")
+    parser.add_argument("--frames", type=COUNT, default=7, help="columns of each grid")
+    parser.add_argument("--step-multiplier", type=POSITIVE, default=1.0, help="scales the suggested step of every direction")
+    parser.add_argument("--seed", type=INDEX, default=0, help="seed of the samples (the same for every run compared)")
 
 
 def run_checkpoint(run_dir: Path, explicit: str | None) -> str:
@@ -39,3 +44,22 @@ def run_checkpoint(run_dir: Path, explicit: str | None) -> str:
     if not config_path.is_file():
         raise UserError(f"{run_dir}: no config.yaml to tell the generator; pass --checkpoint")
     return load_config(config_path).checkpoint
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true", help="apply the directions to a generator other than the one they were found in (a warning, not an error)"
+    )
+
+
+def check_generator_match(directions: Directions, generator: GeneratorLike, checkpoint: str, force: bool) -> None:
+    """Refuse directions applied to a generator other than the one they were found in (the same W+ shape is not
+    enough: the directions mean nothing in another generator's space); with --force, only warn."""
+    directions.check_compatible(generator)
+    identity = generator_identity(generator)
+    if identity == directions.generator_id:
+        return
+    message = f"these directions were found in generator {directions.generator_id}, but {checkpoint} is generator {identity}"
+    if not force:
+        raise UserError(f"{message}; pass --force to apply them anyway")
+    print(f"warning: {message}", file=sys.stderr)

@@ -5,14 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrafeat.commands.common import add_command, add_traversal_options
+from contrafeat.commands.common import add_command, add_force_option, add_traversal_options, check_generator_match
 from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.methods import method_label
+from contrafeat.discovery.registry import method_label
 from contrafeat.errors import UserError
-from contrafeat.gan.identity import generator_identity
-from contrafeat.gan.zoo import load_generator
 from contrafeat.viz.compare import ComparedRun, write_comparison
+from contrafeat.zoo import load_generator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", type=Path, default=Path("compare.html"), help="the HTML page to write")
     compare.add_argument("--checkpoint", default=None, help="generator (default: the one the first run was trained on)")
     add_traversal_options(compare, samples=3)
+    add_force_option(compare)
     compare.set_defaults(handler=run_compare)
 
 
@@ -35,9 +35,6 @@ def _load_run(folder: Path) -> tuple[ComparedRun, str | None]:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    for name in ("samples", "frames"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} {getattr(args, name)}: expected a positive integer")
     loaded = [_load_run(folder) for folder in args.runs]
     runs = [run for run, _ in loaded]
     identities = {run.directions.generator_id for run in runs}
@@ -48,11 +45,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if checkpoint is None:
         raise UserError(f"{args.runs[0]}: no config.yaml to tell the generator; pass --checkpoint")
     generator = load_generator(checkpoint)
-    identity = generator_identity(generator)
-    if identity not in identities:
-        raise UserError(f"generator {checkpoint} has identity {identity}, but the runs were found on generator {identities.pop()}")
-    for run in runs:
-        run.directions.check_compatible(generator)
+    check_generator_match(runs[0].directions, generator, checkpoint, args.force)
     page = write_comparison(
         generator, runs, args.out, num_samples=args.samples, num_steps=args.frames, seed=args.seed, step_multiplier=args.step_multiplier
     )

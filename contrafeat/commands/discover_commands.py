@@ -2,18 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from contrafeat.commands.common import add_command, add_traversal_options, run_checkpoint
+from contrafeat.commands.common import add_command, add_force_option, add_traversal_options, check_generator_match, run_checkpoint
 from contrafeat.discovery import distributed
-from contrafeat.discovery.config import DEFAULT_PRESET, PRESETS, DiscoveryConfig, build_config, config_fields, load_config, save_config
+from contrafeat.discovery.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    RESUME_OVERRIDABLE,
+    DiscoveryConfig,
+    build_config,
+    config_fields,
+    config_text,
+    effective_defaults,
+    load_config,
+    save_config,
+)
 from contrafeat.discovery.directions import META_FILE, Directions, load_directions
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.precision import check_precision
+from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
@@ -21,15 +35,13 @@ from contrafeat.errors import UserError
 from contrafeat.evaluation.evaluate_run import attribute_comparison
 from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
 from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
-from contrafeat.gan.zoo import load_generator
+from contrafeat.options import flag
 from contrafeat.paths import cache_dir
 from contrafeat.viz.attention import write_attention_heatmap
 from contrafeat.viz.images import save_image_grid
 from contrafeat.viz.report import write_report
 from contrafeat.viz.traversal import write_traversals
-
-RESUME_OVERRIDABLE = ("steps", "renders", "checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
-"""Options that change how a run executes (how long, where, in what chunks, how fast), not what it learns."""
+from contrafeat.zoo import load_generator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     discover.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<timestamp>)")
     discover.add_argument("--resume", type=Path, default=None, help="continue the run in this folder where it stopped")
     discover.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    discover.add_argument(
+        "--dry-run", action="store_true", help="print the merged configuration (preset < YAML < flags) as config.yaml would hold it, and exit"
+    )
     for spec in config_fields():
         _add_config_option(discover, spec)
     discover.set_defaults(handler=run_discover)
@@ -47,19 +62,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     traverse.add_argument("run", type=Path, help="run folder written by `contrafeat discover`")
     traverse.add_argument("--checkpoint", default=None, help="generator (default: the one the run was trained on)")
     add_traversal_options(traverse, samples=4)
+    add_force_option(traverse)
     traverse.set_defaults(handler=run_traverse)
 
 
-def _add_config_option(parser: argparse.ArgumentParser, spec) -> None:
-    """--option-name for a DiscoveryConfig field; the help states each preset's value."""
-    defaults = ", ".join(f"{name}: {values.get(spec.name, spec.default)}" for name, values in PRESETS.items())
-    help_text = f"{spec.metadata['help']} (preset default {defaults})"
-    flag = "--" + spec.name.replace("_", "-")
+def _add_config_option(parser: argparse.ArgumentParser, spec: dataclasses.Field) -> None:
+    """--option-name for a DiscoveryConfig field, typed by its domain or choices; the help states the value each
+    preset and method really gets."""
+    help_text = f"{spec.metadata['help']} ({default_summary(spec.name)})"
+    option = flag(spec.name)
     if spec.type in (bool, "bool"):
-        parser.add_argument(flag, dest=spec.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        parser.add_argument(option, dest=spec.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         return
-    kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(spec.type), str)
-    parser.add_argument(flag, dest=spec.name, type=kind, default=None, help=help_text)
+    kind = spec.metadata.get("domain") or str
+    parser.add_argument(option, dest=spec.name, type=kind, choices=spec.metadata.get("choices"), default=None, help=help_text)
+
+
+def default_summary(name: str) -> str:
+    """The values an option really gets without a flag, e.g. 'default 1500; ganspace, sefa, truth, best-linear: 0;
+    preset ffhq: contra-bi: 16667; contra-pt: 20000; ...': the default preset's, then what each other preset changes."""
+    values = effective_defaults(name)
+    base = {method: values[(DEFAULT_PRESET, method)] for method in METHODS}
+    default = base[DiscoveryConfig.method]
+    parts = [f"default {default}", *_grouped({method: value for method, value in base.items() if value != default})]
+    for preset in PRESETS:
+        changed = {method: values[(preset, method)] for method in METHODS if values[(preset, method)] != base[method]}
+        if changed:
+            parts.append(f"preset {preset}: " + "; ".join(_grouped(changed, every=len(METHODS))))
+    return "; ".join(parts)
+
+
+def _grouped(values: dict[str, object], every: int | None = None) -> list[str]:
+    """'m1, m2: v' per distinct value (just 'v' when the methods are all `every` of them)."""
+    groups: dict[str, list[str]] = {}
+    for method, value in values.items():
+        groups.setdefault(str(value), []).append(method)
+    return [value if len(methods) == every else f"{', '.join(methods)}: {value}" for value, methods in groups.items()]
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -99,13 +137,22 @@ def _write_run(config: DiscoveryConfig, run_dir: Path, resuming: bool) -> None:
 def run_discover(args: argparse.Namespace) -> int:
     """Train (data-parallel under torchrun) and, on rank 0, write the directions, pictures and report."""
     config, run_dir, resuming = _read_run(args)
+    if args.dry_run:
+        sys.stdout.write(config_text(config))
+        return 0
     runtime = distributed.start(config.device)
     try:
         check_precision(config.precision, runtime.device)
+        created = runtime.is_main and not resuming and not run_dir.exists()
         if runtime.is_main:
             _write_run(config, run_dir, resuming)
             print(f"run folder: {run_dir} ({runtime.world_size} process(es) on {runtime.device})", file=sys.stderr)
-        _discover(config, run_dir, resuming, runtime, progress=not args.no_progress)
+        try:
+            _discover(config, run_dir, resuming, runtime, progress=not args.no_progress)
+        except BaseException:
+            if created and not (run_dir / CHECKPOINT_FILE).exists():
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-made run behind
+            raise
     finally:
         distributed.stop(runtime)
     return 0
@@ -156,8 +203,9 @@ def print_table(caption: str, rows: list[dict]) -> None:
 def run_traverse(args: argparse.Namespace) -> int:
     run_dir = args.run
     directions = load_directions(run_dir)
-    generator = load_generator(run_checkpoint(run_dir, args.checkpoint))
-    directions.check_compatible(generator)
+    checkpoint = run_checkpoint(run_dir, args.checkpoint)
+    generator = load_generator(checkpoint)
+    check_generator_match(directions, generator, checkpoint, args.force)
     pca_path = run_dir / "pca.safetensors"
     pca = PCABasis.load(pca_path) if pca_path.is_file() else load_or_compute_pca(generator, cache_dir("pca"), 1_000_000)
     publish(

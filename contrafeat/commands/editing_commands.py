@@ -10,19 +10,20 @@ from typing import Sequence
 
 import torch
 
-from contrafeat.commands.common import add_command, run_checkpoint
+from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
 from contrafeat.commands.discover_commands import print_table
 from contrafeat.discovery.directions import Directions, load_directions
 from contrafeat.editing.edit import STRENGTH_FORMAT, edit_strip, parse_strengths
 from contrafeat.editing.image_input import load_image
 from contrafeat.editing.projector import SPACES, ProjectionResult, default_loss_network, load_projected_w, project, save_projected_w
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import attribute_change_matrix, build_predictor, evaluation_codes
+from contrafeat.evaluation.attribute_scores import attribute_change_matrix, build_predictor
 from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.features import Sensor, build_sensor
-from contrafeat.gan.interface import GeneratorLike
-from contrafeat.gan.zoo import load_generator
+from contrafeat.gan.interface import GeneratorLike, seeded_codes
+from contrafeat.options import COUNT, INDEX, NON_NEGATIVE
 from contrafeat.viz.images import save_image_grid, save_png
+from contrafeat.zoo import load_generator
 
 W_FILE = "projected_w.npz"
 RECONSTRUCTION_FILE = "reconstruction.png"
@@ -46,18 +47,18 @@ def _register_project(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", default="shapes3d", help="generator: zoo name or checkpoint path")
     parser.add_argument("--space", default="w+", choices=SPACES, help="w+: one code per layer; w: one code shared by all layers")
-    parser.add_argument("--steps", type=int, default=1000, help="optimisation steps")
-    parser.add_argument("--mse-weight", type=float, default=0.0, help="weight of the pixel MSE added to the perceptual distance")
+    parser.add_argument("--steps", type=COUNT, default=1000, help="optimisation steps")
+    parser.add_argument("--mse-weight", type=NON_NEGATIVE, default=0.0, help="weight of the pixel MSE added to the perceptual distance")
     parser.add_argument(
         "--sensor", default=None, help="perceptual network (default: vgg16 when its weights are at hand, else mobilenet_v2)"
     )
     parser.add_argument("--sensor-weights", default=None, help="weight file of --sensor")
-    parser.add_argument("--batch-size", type=int, default=4, help="images optimised together")
+    parser.add_argument("--batch-size", type=COUNT, default=4, help="images optimised together")
     parser.add_argument(
         "--out", type=Path, default=Path("projections"),
         help=f"one folder per image, named after its file stem, holding {W_FILE}, {RECONSTRUCTION_FILE} and {SIDE_BY_SIDE_FILE}",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise maps and the latent noise")
+    parser.add_argument("--seed", type=INDEX, default=0, help="seed of the noise maps and the latent noise")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run_project)
 
@@ -69,7 +70,7 @@ def _register_edit(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--w", type=Path, required=True, help=f"{W_FILE} written by `contrafeat project` (key 'w', [1, num_ws, w_dim])")
     parser.add_argument("--directions", type=Path, required=True, help="run folder written by `contrafeat discover`")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--index", type=int, help="direction index")
+    which.add_argument("--index", type=INDEX, help="direction index")
     which.add_argument("--name", help="direction name (see `contrafeat name`)")
     parser.add_argument(
         "--strength", default="-2:2:5",
@@ -77,6 +78,7 @@ def _register_edit(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", default=None, help="generator (default: the one in the run's config.yaml)")
     parser.add_argument("--out", type=Path, default=Path("strip.png"), help="the strip PNG, one column per strength")
+    add_force_option(parser)
     parser.set_defaults(handler=run_edit)
 
 
@@ -86,7 +88,7 @@ def _register_name(subparsers: argparse._SubParsersAction) -> None:
         "Name directions of a run: RUN INDEX NAME by hand, RUN --auto by the attribute each moves most, --clear to remove names.",
     )
     parser.add_argument("run", type=Path, help="run folder written by `contrafeat discover`")
-    parser.add_argument("index", type=int, nargs="?", help="direction index")
+    parser.add_argument("index", type=INDEX, nargs="?", help="direction index")
     parser.add_argument("name", nargs="?", help="the name to store")
     parser.add_argument(
         "--auto", action="store_true",
@@ -100,8 +102,9 @@ def _register_name(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--predictor", default="exact", help="--auto: exact (shapes3d factors), cnn (bundled shapes3d CNN) or MODULE:CALLABLE"
     )
-    parser.add_argument("--samples", type=int, default=200, help="--auto: samples per direction")
+    parser.add_argument("--samples", type=COUNT, default=200, help="--auto: samples per direction")
     parser.add_argument("--checkpoint", default=None, help="--auto: generator (default: the one in the run's config.yaml)")
+    add_force_option(parser)
     parser.set_defaults(handler=run_name)
 
 
@@ -112,8 +115,6 @@ def _loss_network(args: argparse.Namespace, generator: GeneratorLike) -> Sensor:
 
 
 def _check_project_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size {args.batch_size}: expected a positive integer")
     if args.sensor is None and args.sensor_weights is not None:
         raise UserError("--sensor-weights needs --sensor NAME to say which network the file is for")
     stems: dict[str, Path] = {}
@@ -155,9 +156,13 @@ def run_project(args: argparse.Namespace) -> int:
 def run_edit(args: argparse.Namespace) -> int:
     multiples = parse_strengths(args.strength)
     directions = load_directions(args.directions)
-    generator = load_generator(run_checkpoint(args.directions, args.checkpoint))
-    directions.check_compatible(generator)
-    index = directions.resolve_index(args.index, args.name)
+    checkpoint = run_checkpoint(args.directions, args.checkpoint)
+    generator = load_generator(checkpoint)
+    check_generator_match(directions, generator, checkpoint, args.force)
+    try:
+        index = directions.resolve_index(args.index, args.name)
+    except UserError as error:
+        raise UserError(f"{'--name' if args.name is not None else '--index'} {error}") from None
     ws = load_projected_w(args.w, generator)
     step = float(directions.steps[index])
     images = edit_strip(generator, ws, directions, index, [multiple * step for multiple in multiples])
@@ -213,13 +218,12 @@ def auto_names(matrix: torch.Tensor, attribute_names: list[str], dead: Sequence[
 
 
 def _auto(args: argparse.Namespace, directions: Directions) -> None:
-    if args.samples < 1:
-        raise UserError(f"--samples {args.samples}: expected a positive integer")
-    generator = load_generator(run_checkpoint(args.run, args.checkpoint))
-    directions.check_compatible(generator)
+    checkpoint = run_checkpoint(args.run, args.checkpoint)
+    generator = load_generator(checkpoint)
+    check_generator_match(directions, generator, checkpoint, args.force)
     predictor = build_predictor(args.predictor, generator)
     matrix = attribute_change_matrix(generator, directions, predictor, directions.steps, num_samples=args.samples)
-    dead, _ = dead_directions(generator, directions, directions.steps, evaluation_codes(generator, DEAD_CHECK_SAMPLES, 0, 0.5))
+    dead, _ = dead_directions(generator, directions, directions.steps, seeded_codes(generator, DEAD_CHECK_SAMPLES, 0, 0.5))
     found = auto_names(matrix, predictor.names, dead)
     for entry in found:
         directions.names[entry.index] = entry.name

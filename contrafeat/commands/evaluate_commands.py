@@ -12,25 +12,35 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from contrafeat.commands.common import add_command, run_checkpoint
+from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import Directions, load_directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import method_label
+from contrafeat.discovery.registry import method_label
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import AttributePredictor, build_predictor
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration
 from contrafeat.evaluation.disentanglement import COUNTS, metric_counts
-from contrafeat.evaluation.distillation import PAIRS_FOLDER, REFERENCE_BETA, REFERENCE_GAMMA, VARIANTS, DistillSettings, pair_settings, reference_vae, truth_metrics
+from contrafeat.evaluation.distillation import (
+    PAIRS_FOLDER,
+    REFERENCE_BETA,
+    REFERENCE_GAMMA,
+    VARIANTS,
+    DistillSettings,
+    pair_settings,
+    reference_vae,
+    truth_metrics,
+)
 from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, SCORING_VERSION, EvaluationSettings, calibration_of, evaluate_directions
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.features import build_sensor
 from contrafeat.gan.interface import GeneratorLike, has_factors
-from contrafeat.gan.zoo import load_generator
 from contrafeat.io_utils import atomic_write_text
+from contrafeat.options import COUNT, FRACTION, INDEX, POSITIVE
 from contrafeat.viz.attribute_matrix import write_attribute_matrices
+from contrafeat.zoo import load_generator
 
 RESULT_FILE = "evaluation.json"
 WORK_FOLDER = "evaluation"
@@ -50,26 +60,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--predictor", default="exact", help="attribute predictor: exact (shapes3d factors), cnn (bundled shapes3d CNN) or MODULE:CALLABLE"
     )
     evaluate.add_argument("--sensor", default=None, help="sensor of the step calibration and duplicate check (default: each run's own)")
-    evaluate.add_argument("--fixed-step", type=float, default=DEFAULT_FIXED_STEP, help="the one step e of the fixed protocol")
-    evaluate.add_argument("--calibration-target", type=float, default=DEFAULT_TARGET, help="relative sensor-feature movement of calibrated steps")
-    evaluate.add_argument("--samples", type=int, default=500, help="samples per direction of the attribute matrix")
-    evaluate.add_argument("--truncation", type=float, default=0.5, help="truncation psi of the attribute-matrix samples")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of samples, pairs, VAE and metrics")
+    evaluate.add_argument("--fixed-step", type=POSITIVE, default=DEFAULT_FIXED_STEP, help="the one step e of the fixed protocol")
+    evaluate.add_argument("--calibration-target", type=POSITIVE, default=DEFAULT_TARGET, help="relative sensor-feature movement of calibrated steps")
+    evaluate.add_argument("--samples", type=COUNT, default=500, help="samples per direction of the attribute matrix")
+    evaluate.add_argument("--truncation", type=FRACTION, default=0.5, help="truncation psi of the attribute-matrix samples")
+    evaluate.add_argument("--seed", type=INDEX, default=0, help="seed of samples, pairs, VAE and metrics")
     evaluate.add_argument("--no-distill", action="store_true", help="skip the pairs / group VAE / FVM, MIG, DCI part")
-    evaluate.add_argument("--pairs", type=int, default=DistillSettings.num_pairs, help="pairs rendered for the group VAE")
-    evaluate.add_argument("--vae-steps", type=int, default=DistillSettings.vae_steps, help="group-VAE (and reference VAE) training steps")
+    evaluate.add_argument("--pairs", type=COUNT, default=DistillSettings.num_pairs, help="pairs rendered for the group VAE")
+    evaluate.add_argument("--vae-steps", type=COUNT, default=DistillSettings.vae_steps, help="group-VAE (and reference VAE) training steps")
     evaluate.add_argument("--vae-variant", default=DistillSettings.variant, choices=VARIANTS, help="label: latent i is direction i; ada: inferred")
-    evaluate.add_argument("--beta", type=float, default=DistillSettings.beta, help="KL weight of the group VAE (1: a plain VAE's ELBO, as the authors)")
-    evaluate.add_argument("--vae-lr", type=float, default=DistillSettings.lr, help="Adam learning rate of the group VAE and the reference VAEs")
-    evaluate.add_argument("--vae-batch", type=int, default=DistillSettings.batch, help="pairs (reference VAEs: images) per VAE step")
+    evaluate.add_argument("--beta", type=POSITIVE, default=DistillSettings.beta, help="KL weight of the group VAE (1: a plain VAE's ELBO, as the authors)")
+    evaluate.add_argument("--vae-lr", type=POSITIVE, default=DistillSettings.lr, help="Adam learning rate of the group VAE and the reference VAEs")
+    evaluate.add_argument("--vae-batch", type=COUNT, default=DistillSettings.batch, help="pairs (reference VAEs: images) per VAE step")
     evaluate.add_argument(
         "--metric-counts", default=DistillSettings.metric_counts, choices=list(COUNTS),
-        help="sample counts of FVM / MIG / DCI: full (disentanglement_lib's, as the published tables), authors (MIG and DCI on 1,000 points) or quick (a quick look only)",
+        help="sample counts of FVM / MIG / DCI: full (disentanglement_lib's, as the published tables), "
+        "authors (MIG and DCI on 1,000 points) or quick (a quick look only)",
     )
-    evaluate.add_argument("--metric-fraction", type=float, default=1.0, help="scale the metric sample counts down by this factor (a faster, noisier look)")
+    evaluate.add_argument("--metric-fraction", type=FRACTION, default=1.0, help="scale the metric sample counts down by this factor (a faster, noisier look)")
     evaluate.add_argument("--references", action="store_true", help="add beta-VAE and FactorVAE rows trained on the procedural images")
     evaluate.add_argument("--recompute", action="store_true", help=f"ignore {RESULT_FILE} files made earlier with the same settings")
     evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_force_option(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -135,6 +147,7 @@ def read_run(folder: Path, args: argparse.Namespace, settings: EvaluationSetting
 def load_models(run: RunFolder, args: argparse.Namespace) -> tuple[GeneratorLike, nn.Module, AttributePredictor]:
     """The generator, sensor and attribute predictor a run is judged with."""
     generator = load_generator(run.checkpoint)
+    check_generator_match(run.directions, generator, run.checkpoint, args.force)
     sensor = build_sensor(run.sensor_name, weights=run.sensor_weights, generator=generator)
     return generator, sensor, build_predictor(args.predictor, generator)
 
@@ -176,7 +189,6 @@ def plan_pairs(folder: Path, args: argparse.Namespace, settings: EvaluationSetti
     generator, sensor, _ = load_models(run, args)
     if not has_factors(generator):
         return None
-    run.directions.check_compatible(generator)
     calibration = calibration_of(generator, run.directions, sensor, settings)
     return PairPlan(run.checkpoint, calibration, pair_settings(generator, run.directions, sensor, calibration, settings.distill))
 

@@ -9,14 +9,16 @@ import numpy as np
 import torch
 
 from contrafeat.commands.common import add_command
+from contrafeat.devices import resolve_device
 from contrafeat.errors import UserError
 from contrafeat.gan.checkpoints import detect_format, load_checkpoint, save_native
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.gan.rosinality import export_rosinality
 from contrafeat.gan.stylegan2 import NOISE_MODES, Generator
-from contrafeat.gan.zoo import ZOO, load_generator
 from contrafeat.io_utils import atomic_torch_save
+from contrafeat.options import COUNT, FINITE
 from contrafeat.viz.images import save_image_grid, save_png
+from contrafeat.zoo import ZOO, load_generator
 
 CHECKPOINT_HELP = f"a zoo name ({', '.join(ZOO)}) or a checkpoint: NVIDIA .pkl, rosinality .pt or native folder"
 SEEDS_PATTERN = re.compile(r"(\d+)(?:-(\d+))?")
@@ -30,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert = add_command(subparsers, "convert", "Convert a StyleGAN2 checkpoint (.pkl, .pt or native) to the native format.")
     convert.add_argument("source", type=Path, help="NVIDIA .pkl, rosinality .pt or native folder")
     convert.add_argument("out", type=Path, help="output folder (native) or file (rosinality)")
-    convert.add_argument("--to", choices=("native", "rosinality"), default="native", help="output format; 'rosinality' writes a .pt with g_ema, latent_avg and d")
+    convert.add_argument(
+        "--to", choices=("native", "rosinality"), default="native", help="output format; 'rosinality' writes a .pt with g_ema, latent_avg and d"
+    )
     convert.set_defaults(handler=run_convert)
 
     generate = add_command(subparsers, "generate", "Render images: one PNG per seed (seed_NNNN.png) or projected code, plus grid.png.")
@@ -38,12 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     codes = generate.add_mutually_exclusive_group()
     codes.add_argument("--seeds", default="0-15", help="seeds as ranges and lists, e.g. 0-15 or 1,5,7; z = torch.randn with manual_seed(seed)")
     codes.add_argument("--projected-w", type=Path, default=None, help="render the W+ codes of this .npz (key 'w', [N, num_ws, w_dim]) instead of seeds")
-    generate.add_argument("--trunc", type=float, default=1.0, help="truncation psi (lerp towards the average w)")
+    generate.add_argument("--trunc", type=FINITE, default=1.0, help="truncation psi (lerp towards the average w)")
     generate.add_argument("--noise-mode", choices=NOISE_MODES, default="const", help="per-pixel noise: stored maps, fresh random maps, or none")
     generate.add_argument("--out", type=Path, default=Path("generated"), help="output folder")
-    generate.add_argument("--grid-cols", type=int, default=None, help="columns of grid.png; None: ceil(sqrt(count))")
-    generate.add_argument("--batch-size", type=int, default=8, help="images rendered per forward pass")
-    generate.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    generate.add_argument("--grid-cols", type=COUNT, default=None, help="columns of grid.png; None: ceil(sqrt(count))")
+    generate.add_argument("--batch-size", type=COUNT, default=8, help="images rendered per forward pass")
+    generate.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     generate.set_defaults(handler=run_generate)
 
 
@@ -126,15 +130,6 @@ def load_projected_w(path: Path, generator: GeneratorLike) -> torch.Tensor:
         raise UserError(f"--projected-w {path}: 'w' has shape {list(codes.shape)}, expected [N, {expected[0]}, {expected[1]}] for this generator")
     return torch.from_numpy(np.asarray(codes, dtype=np.float32))
 
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name!r}: CUDA is not available here; use --device cpu")
-    return device
 
 
 @torch.no_grad()

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from contrafeat.commands.common import add_command
 from contrafeat.discovery.losses import COS_MODES
-from contrafeat.evaluation.mask_analysis import (
+from contrafeat.experiments.mask_analysis import (
     DEFAULT_SIGMA,
     MODE_TITLES,
     MODES,
     PAPER_TABLE8,
     SETTINGS,
+    SIGMA,
     MaskAnalysis,
     check_options,
     pair_table,
@@ -23,6 +24,7 @@ from contrafeat.evaluation.mask_analysis import (
 )
 from contrafeat.features import build_sensor
 from contrafeat.io_utils import atomic_write_text
+from contrafeat.options import COUNT, INDEX
 
 CSV_FILE = "mask_analysis.csv"
 MARKDOWN_FILE = "mask_analysis.md"
@@ -36,12 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--sensor", default="mobilenet_v2", help="feature extractor (see `contrafeat sensors`)")
     parser.add_argument("--sensor-weights", type=Path, default=None, help="weights file of a pretrained sensor")
-    parser.add_argument("--samples", type=int, default=1000, help="samples per pair of factors (15 pairs)")
+    parser.add_argument("--samples", type=COUNT, default=1000, help="samples per pair of factors (15 pairs)")
     parser.add_argument(
-        "--sigma", type=float, default=DEFAULT_SIGMA, help="edit strengths ~ U(-sigma, sigma) in units of each factor's span"
+        "--sigma", type=SIGMA, default=DEFAULT_SIGMA, help="edit strengths ~ U(-sigma, sigma) in units of each factor's span"
     )
     parser.add_argument("--cos", default="abs", choices=COS_MODES, help="|cos| (as the paper's analysis) or cos^2 (as training)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bases and edit strengths")
+    parser.add_argument("--seed", type=INDEX, default=0, help="seed of the bases and edit strengths")
     parser.add_argument("--out", type=Path, default=None, help=f"folder to write {CSV_FILE} and {MARKDOWN_FILE} to")
     parser.add_argument("--per-pair", action="store_true", help="also print the breakdown per pair of factors")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

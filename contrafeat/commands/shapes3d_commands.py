@@ -13,10 +13,11 @@ import numpy as np
 from PIL import Image
 
 from contrafeat.commands.common import add_command
-from contrafeat.data.shapes3d import FACTOR_NAMES, NUM_IMAGES, NpzWriter, factor_values, index_to_factors, iter_renders
 from contrafeat.errors import UserError
-from contrafeat.evaluation import factor_predictor
-from contrafeat.gan.learned_world_training import WorldSettings, train_world
+from contrafeat.options import COUNT, INDEX, POSITIVE, flag
+from contrafeat.shapes3d import factor_predictor
+from contrafeat.shapes3d.grid import FACTOR_NAMES, NUM_IMAGES, NpzWriter, factor_values, index_to_factors, iter_renders
+from contrafeat.shapes3d.world_training import WorldSettings, train_world
 
 RESOLUTIONS = (32, 64, 128)
 LABELS_FILE = "labels.csv"
@@ -29,10 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render = add_command(actions, "render", f"Render images as PNGs plus {LABELS_FILE} (index and the six factor values).")
     render.add_argument("--out", type=Path, required=True, help="output folder")
     count = render.add_mutually_exclusive_group()
-    count.add_argument("--n", type=int, default=64, help="number of distinct random indices")
+    count.add_argument("--n", type=COUNT, default=64, help="number of distinct random indices")
     count.add_argument("--all", action="store_true", help=f"render all {NUM_IMAGES} images in index order")
     render.add_argument("--resolution", type=int, default=64, choices=RESOLUTIONS, help="image width and height")
-    render.add_argument("--seed", type=int, default=0, help="seed of the random indices")
+    render.add_argument("--seed", type=INDEX, default=0, help="seed of the random indices")
     render.add_argument("--npz", type=Path, default=None, help="also write images and labels laid out like the original 3dshapes.npz")
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     render.set_defaults(handler=run_render)
@@ -48,11 +49,11 @@ def register_train_predictor(actions: argparse._SubParsersAction) -> None:
         "print its accuracy on held-out indices.",
     )
     train.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
-    train.add_argument("--steps", type=int, default=factor_predictor.DEFAULT_STEPS, help="optimisation steps")
-    train.add_argument("--batch", type=int, default=factor_predictor.DEFAULT_BATCH, help="renders per step")
-    train.add_argument("--lr", type=float, default=factor_predictor.DEFAULT_LR, help="initial Adam learning rate (cosine decay to 0)")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of the training batches")
-    train.add_argument("--eval-count", type=int, default=factor_predictor.EVAL_COUNT, help="held-out renders scored at the end")
+    train.add_argument("--steps", type=COUNT, default=factor_predictor.DEFAULT_STEPS, help="optimisation steps")
+    train.add_argument("--batch", type=COUNT, default=factor_predictor.DEFAULT_BATCH, help="renders per step")
+    train.add_argument("--lr", type=POSITIVE, default=factor_predictor.DEFAULT_LR, help="initial Adam learning rate (cosine decay to 0)")
+    train.add_argument("--seed", type=INDEX, default=0, help="seed of the initialisation and of the training batches")
+    train.add_argument("--eval-count", type=COUNT, default=factor_predictor.EVAL_COUNT, help="held-out renders scored at the end")
     train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train_predictor)
@@ -68,9 +69,8 @@ def register_train_world(actions: argparse._SubParsersAction) -> None:
     defaults = WorldSettings()
     train.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
     for name in fields(WorldSettings):
-        flag = "--" + name.name.replace("_", "-")
-        train.add_argument(flag, type=type(getattr(defaults, name.name)), default=getattr(defaults, name.name), help=name.metadata["help"])
-    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between atomic checkpoints")
+        train.add_argument(flag(name.name), type=name.metadata["domain"], default=getattr(defaults, name.name), help=name.metadata["help"])
+    train.add_argument("--checkpoint-every", type=COUNT, default=500, help="steps between atomic checkpoints")
     train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train_world)

@@ -5,11 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrafeat.commands.common import add_command, run_checkpoint
+from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
 from contrafeat.discovery.directions import load_directions
 from contrafeat.errors import UserError
-from contrafeat.gan.zoo import load_generator
+from contrafeat.options import COUNT, PORT, POSITIVE
 from contrafeat.ui.server import EditorServer, create_server
+from contrafeat.zoo import load_generator
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,23 +23,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ui.add_argument("--directions", type=Path, required=True, help="run folder written by `contrafeat discover`")
     ui.add_argument("--checkpoint", default=None, help="generator (default: the one the run was trained on)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback exposes the editor to the network")
-    ui.add_argument("--port", type=int, default=7860, help="port to listen on; 0 takes a free port")
-    ui.add_argument("--project-steps", type=int, default=200, help="optimisation steps of the projection of an uploaded image")
-    ui.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload, in MiB")
+    ui.add_argument("--port", type=PORT, default=7860, help="port to listen on; 0 takes a free port")
+    ui.add_argument("--project-steps", type=COUNT, default=200, help="optimisation steps of the projection of an uploaded image")
+    ui.add_argument("--max-upload-mb", type=POSITIVE, default=20.0, help="largest accepted upload, in MiB")
+    add_force_option(ui)
     ui.set_defaults(handler=run_ui)
 
 
 def open_server(args: argparse.Namespace) -> EditorServer:
     """The editor server for the parsed options, bound and ready to serve."""
-    if args.project_steps < 1:
-        raise UserError(f"--project-steps {args.project_steps}: expected a positive number of steps")
-    if args.max_upload_mb <= 0:
-        raise UserError(f"--max-upload-mb {args.max_upload_mb:g}: expected a positive size")
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port {args.port}: expected 0..65535")
     directions = load_directions(args.directions)
     checkpoint = run_checkpoint(args.directions, args.checkpoint)
     generator = load_generator(checkpoint)
+    check_generator_match(directions, generator, checkpoint, args.force)
     try:
         return create_server(generator, directions, checkpoint, args.host, args.port, args.project_steps, int(args.max_upload_mb * 2**20))
     except OSError as error:

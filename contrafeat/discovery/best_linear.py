@@ -67,7 +67,13 @@ def optimise_edit(generator, factor: int, ws: torch.Tensor, held_out: torch.Tens
     with torch.no_grad():
         unit = vector / vector.square().mean().sqrt()
         changes = level_changes(generator, held_out, edit_of(unit, logits), log_step.exp())
-        return LinearEdit(unit.detach().clone(), logits.softmax(0).detach().clone(), float(log_step.exp()), float(share_of(changes, factor)), float(changes[:, factor].mean()))
+        return LinearEdit(
+            unit.detach().clone(),
+            logits.softmax(0).detach().clone(),
+            float(log_step.exp()),
+            float(share_of(changes, factor)),
+            float(changes[:, factor].mean()),
+        )
 
 
 def edit_of(vector: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,23 @@ from typing import Any
 import yaml
 
 from contrafeat.discovery.latentclr import TEMPERATURE_MODES
-from contrafeat.discovery.methods import CONTRAST_LOSSES, METHODS, contrast_loss, method_label, method_spec, renders_per_step
+from contrafeat.discovery.losses import COS_MODES, MASK_MODES
+from contrafeat.discovery.navigator import ATTENTION_MODES
 from contrafeat.discovery.precision import PRECISIONS
+from contrafeat.discovery.registry import CONTRAST_LOSSES, METHODS, contrast_loss, method_label, method_spec, renders_per_step
 from contrafeat.errors import UserError
+from contrafeat.gan.stylegan2 import NOISE_MODES
+from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, Domain, check_settings, flag
 
 LATENTCLR_FEATURES = ("auto", "generator", "sensor")
+EXECUTION_FIELDS = ("checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
+"""Options that change how a run executes (where, in what chunks, how fast), not what it learns."""
+RESUME_OVERRIDABLE = ("steps", "renders", *EXECUTION_FIELDS)
+"""Options a resumed run may change: how long it runs, and how it executes."""
 BUDGET_KEYS = ("renders_per_step", "total_renders")
 """What config.yaml states after the options: the generator renders of one step and of the whole run (ignored when read)."""
+DIRECTION_COUNT = Domain(int, 2, MAX_COUNT, "an integer >= 2 (the contrast needs two directions)")
+ADAM_BETA = Domain(float, 0, math.nextafter(1, 0), "a number in [0, 1)")
 
 
 @dataclass
@@ -24,66 +34,74 @@ class DiscoveryConfig:
     """Everything a discovery run depends on; saved as config.yaml in the run folder."""
 
     checkpoint: str = field(default="shapes3d-learned", metadata={"help": "generator: zoo name (shapes3d-learned, shapes3d) or checkpoint path"})
-    method: str = field(default="contra-bi", metadata={"help": f"discovery method, one of {', '.join(METHODS)}"})
-    loss: str = field(default="bi", metadata={"help": "contrast loss (bi or pt) that trains the attention of ganspace+att and sefa+att"})
-    num_directions: int = field(default=10, metadata={"help": "K, the number of directions learned"})
-    subspace_dim: int = field(default=20, metadata={"help": "k, the number of top PCs of W the directions live in"})
-    attention: str = field(default="softmax", metadata={"help": "layer attention: softmax (learned) or none (uniform)"})
-    mask: str = field(default="l2", metadata={"help": "spatial focus of the contrast: l2, none (No-Foc) or pooled"})
-    cos_mode: str = field(default="squared", metadata={"help": "cosine form in the similarity: squared or abs"})
-    diversity_weight: float = field(default=0.1, metadata={"help": "lambda_div, weight of the diversity sum"})
-    lr: float = field(default=0.05, metadata={"help": "Adam learning rate of the navigator (and of Pt's prototypes)"})
-    beta1: float = field(default=0.0, metadata={"help": "Adam beta1"})
-    beta2: float = field(default=0.99, metadata={"help": "Adam beta2"})
-    batch_size: int = field(default=10, metadata={"help": "codes per step (Bi renders 2.5x, Pt 2x this many images)"})
-    steps: int = field(default=1500, metadata={"help": "training steps"})
+    method: str = field(default="contra-bi", metadata={"choices": tuple(METHODS), "help": f"discovery method, one of {', '.join(METHODS)}"})
+    loss: str = field(
+        default="bi", metadata={"choices": CONTRAST_LOSSES, "help": "contrast loss (bi or pt) that trains the attention of ganspace+att and sefa+att"}
+    )
+    num_directions: int = field(default=10, metadata={"domain": DIRECTION_COUNT, "help": "K, the number of directions learned"})
+    subspace_dim: int = field(default=20, metadata={"domain": COUNT, "help": "k, the number of top PCs of W the directions live in"})
+    attention: str = field(default="softmax", metadata={"choices": ATTENTION_MODES, "help": "layer attention: softmax (learned) or none (uniform)"})
+    mask: str = field(default="l2", metadata={"choices": MASK_MODES, "help": "spatial focus of the contrast: l2, none (No-Foc) or pooled"})
+    cos_mode: str = field(default="squared", metadata={"choices": COS_MODES, "help": "cosine form in the similarity: squared or abs"})
+    diversity_weight: float = field(default=0.1, metadata={"domain": NON_NEGATIVE, "help": "lambda_div, weight of the diversity sum"})
+    lr: float = field(default=0.05, metadata={"domain": POSITIVE, "help": "Adam learning rate of the navigator (and of Pt's prototypes)"})
+    beta1: float = field(default=0.0, metadata={"domain": ADAM_BETA, "help": "Adam beta1"})
+    beta2: float = field(default=0.99, metadata={"domain": ADAM_BETA, "help": "Adam beta2"})
+    batch_size: int = field(default=10, metadata={"domain": COUNT, "help": "codes per step (Bi renders 2.5x, Pt 2x this many images)"})
+    steps: int = field(default=1500, metadata={"domain": INDEX, "help": "training steps"})
     renders: int | None = field(
         default=None,
-        metadata={
+        metadata={"domain": COUNT,
             "help": "render budget: train ceil(renders / renders per step) steps, to compare methods by generator renders "
             "(images) rather than steps; --steps, when also given, must agree"
         },
     )
-    step_scale: float = field(default=1.0, metadata={"help": "edit strengths are drawn from U(-1, 1) times this"})
+    step_scale: float = field(default=1.0, metadata={"domain": POSITIVE, "help": "edit strengths are drawn from U(-1, 1) times this"})
     style_mix: bool = field(default=True, metadata={"help": "start codes mix two z: layers [0, L/2) and [L/2, L)"})
-    truncation: float = field(default=1.0, metadata={"help": "truncation psi of the training codes"})
-    noise_mode: str = field(default="random", metadata={"help": "generator noise while training: random, const or none"})
+    truncation: float = field(default=1.0, metadata={"domain": FINITE, "help": "truncation psi of the training codes"})
+    noise_mode: str = field(default="random", metadata={"choices": NOISE_MODES, "help": "generator noise while training: random, const or none"})
     sensor: str = field(default="mobilenet_v2", metadata={"help": "feature extractor (see `contrafeat sensors`)"})
     sensor_weights: str | None = field(default=None, metadata={"help": "path of the sensor's weight file"})
-    sensor_input_size: int | None = field(default=None, metadata={"help": "resize images to this size for the sensor"})
-    pca_samples: int = field(default=1_000_000, metadata={"help": "mapped samples for the PCA of W"})
-    seed: int = field(default=0, metadata={"help": "seed of every random draw"})
-    checkpoint_every: int = field(default=100, metadata={"help": "steps between atomic checkpoints"})
-    log_every: int = field(default=10, metadata={"help": "steps between log.jsonl lines"})
+    sensor_input_size: int | None = field(default=None, metadata={"domain": COUNT, "help": "resize images to this size for the sensor"})
+    pca_samples: int = field(default=1_000_000, metadata={"domain": COUNT, "help": "mapped samples for the PCA of W"})
+    seed: int = field(default=0, metadata={"domain": INDEX, "help": "seed of every random draw"})
+    checkpoint_every: int = field(default=100, metadata={"domain": COUNT, "help": "steps between atomic checkpoints"})
+    log_every: int = field(default=10, metadata={"domain": COUNT, "help": "steps between log.jsonl lines"})
     device: str = field(
         default="auto",
         metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda or mps; under torchrun each rank uses cuda:LOCAL_RANK"},
     )
     micro_batch: int | None = field(
         default=None,
-        metadata={"help": "codes per forward pass of one process; gradients accumulate over the process's share of the batch (default: all of it)"},
+        metadata={
+            "domain": COUNT,
+            "help": "codes per forward pass of one process; gradients accumulate over the process's share of the batch (default: all of it)",
+        },
     )
     precision: str = field(
         default="fp32",
-        metadata={"help": "generator and sensor autocast: fp32, bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling)"},
+        metadata={"choices": PRECISIONS, "help": "generator and sensor autocast: fp32, bf16 (CUDA or CPU) or fp16 (CUDA, with loss scaling)"},
     )
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory layout for the sensor (CUDA)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the sensor"})
     latentclr_features: str = field(
         default="auto",
-        metadata={"help": "LatentCLR's features: generator (first 3 synthesis blocks), sensor, or auto (generator when it has blocks)"},
+        metadata={
+            "choices": LATENTCLR_FEATURES,
+            "help": "LatentCLR's features: generator (first 3 synthesis blocks), sensor, or auto (generator when it has blocks)",
+        },
     )
-    latentclr_temperature: float = field(default=0.5, metadata={"help": "LatentCLR's NT-Xent temperature"})
+    latentclr_temperature: float = field(default=0.5, metadata={"domain": POSITIVE, "help": "LatentCLR's NT-Xent temperature"})
     latentclr_temperature_mode: str = field(
         default="multiply",
-        metadata={"help": "multiply (the reference code: exp(sim * t)) or divide (textbook: exp(sim / t))"},
+        metadata={"choices": TEMPERATURE_MODES, "help": "multiply (the reference code: exp(sim * t)) or divide (textbook: exp(sim / t))"},
     )
-    recog_shift_weight: float = field(default=0.25, metadata={"help": "Recog: weight of the L1 loss on the predicted step"})
-    recog_width: int = field(default=32, metadata={"help": "Recog: channels of the reconstructor's first stage"})
-    recog_depth: int = field(default=3, metadata={"help": "Recog: stride-2 residual blocks of the reconstructor"})
+    recog_shift_weight: float = field(default=0.25, metadata={"domain": NON_NEGATIVE, "help": "Recog: weight of the L1 loss on the predicted step"})
+    recog_width: int = field(default=32, metadata={"domain": COUNT, "help": "Recog: channels of the reconstructor's first stage"})
+    recog_depth: int = field(default=3, metadata={"domain": COUNT, "help": "Recog: stride-2 residual blocks of the reconstructor"})
     recog_lr: float = field(
         default=1e-3,
-        metadata={
+        metadata={"domain": POSITIVE,
             "help": "Recog: learning rate of the reconstructor's own Adam (--lr trains the navigator); the reference's 1e-4 is "
             "for 100k steps and leaves the reconstructor at 0.75 held-out accuracy after 768 steps, 1e-3 reaches 0.95"
         },
@@ -106,37 +124,16 @@ class DiscoveryConfig:
         self._validate_method()
         if not method_spec(self.method).trains:
             raise UserError(f"--renders {self.renders}: method {self.method} has nothing to train; leave --renders out")
-        if not isinstance(self.renders, int) or self.renders < 1:
-            raise UserError(f"--renders {self.renders}: expected a positive integer")
+        assert self.renders is not None  # asked only when --renders is given
         return math.ceil(self.renders / renders_per_step(self))
 
     def _validate_options(self) -> None:
-        """Rules on one option at a time: choices, positive counts, positive finite numbers."""
-        choices = {
-            "method": tuple(METHODS),
-            "loss": CONTRAST_LOSSES,
-            "attention": ("softmax", "none"),
-            "mask": ("l2", "none", "pooled"),
-            "cos_mode": ("squared", "abs"),
-            "noise_mode": ("random", "const", "none"),
-            "latentclr_features": LATENTCLR_FEATURES,
-            "latentclr_temperature_mode": TEMPERATURE_MODES,
-            "precision": PRECISIONS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise UserError(f"--{_flag(name)} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
-        positive = ("num_directions", "subspace_dim", "batch_size", "pca_samples", "checkpoint_every", "log_every", "recog_width", "recog_depth")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UserError(f"--{_flag(name)} {getattr(self, name)}: expected a positive integer")
-        if self.micro_batch is not None and self.micro_batch < 1:
-            raise UserError(f"--micro-batch {self.micro_batch}: expected a positive integer")
-        for name in ("lr", "latentclr_temperature", "recog_lr"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise UserError(f"--{_flag(name)} {getattr(self, name)}: expected a positive finite number")
-        if self.num_directions < 2:
-            raise UserError("--num-directions: the contrast needs at least 2 directions")
+        """Rules on one option at a time: each field's choices or numeric domain (its metadata)."""
+        for spec in config_fields():
+            allowed = spec.metadata.get("choices")
+            if allowed is not None and getattr(self, spec.name) not in allowed:
+                raise UserError(f"{flag(spec.name)} {getattr(self, spec.name)!r}: expected one of {', '.join(allowed)}")
+        check_settings(self)
 
     def _validate_method(self) -> None:
         """Rules that depend on the method: its attention, whether it trains, what its loss needs."""
@@ -209,12 +206,20 @@ METHOD_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 16.7k steps) and the baselines for 300k codes (batch 10, 4 and 8)."""
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
 
 def config_fields() -> list[dataclasses.Field]:
     return list(fields(DiscoveryConfig))
+
+
+def layered_values(preset: str, method: str) -> dict[str, Any]:
+    """What a preset sets for a method, before any YAML file or flag: the preset, then the method's own values."""
+    return {**PRESETS[preset], "method": method, **METHOD_DEFAULTS.get(method, {}), **METHOD_PRESETS.get((preset, method), {})}
+
+
+def effective_defaults(name: str) -> dict[tuple[str, str], Any]:
+    """The value of option `name` that each (preset, method) runs with when neither a YAML file nor a flag sets it."""
+    default = DiscoveryConfig.__dataclass_fields__[name].default
+    return {(preset, method): layered_values(preset, method).get(name, default) for preset in PRESETS for method in METHODS}
 
 
 def build_config(preset: str = DEFAULT_PRESET, yaml_path: Path | None = None, overrides: dict[str, Any] | None = None) -> DiscoveryConfig:
@@ -224,8 +229,7 @@ def build_config(preset: str = DEFAULT_PRESET, yaml_path: Path | None = None, ov
     from_yaml = _read_yaml(yaml_path) if yaml_path is not None else {}
     explicit = {key: value for key, value in (overrides or {}).items() if value is not None}
     method = explicit.get("method", from_yaml.get("method", PRESETS[preset].get("method", DiscoveryConfig.method)))
-    values = {**PRESETS[preset], **METHOD_DEFAULTS.get(method, {}), **METHOD_PRESETS.get((preset, method), {}), **from_yaml, **explicit}
-    config = DiscoveryConfig(**values)
+    config = DiscoveryConfig(**{**layered_values(preset, method), **from_yaml, **explicit})
     if config.renders is not None and "steps" not in {**from_yaml, **explicit}:
         config.steps = config.budget_steps()
     config.validate()
@@ -238,7 +242,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise UserError(f"--config {path}: not valid YAML ({error})") from error
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or "unreadable"
+        raise UserError(f"--config {path}: not valid YAML{where} ({problem})") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of option names to values")
     data = {key: value for key, value in data.items() if key not in BUDGET_KEYS}
@@ -255,11 +262,15 @@ def run_budget(config: DiscoveryConfig) -> dict[str, int]:
     return dict(zip(BUDGET_KEYS, (per_step, per_step * config.steps)))
 
 
+def config_text(config: DiscoveryConfig) -> str:
+    """config.yaml's text: the options, then the run's render budget (BUDGET_KEYS), so tables can state it."""
+    return yaml.safe_dump({**config.to_dict(), **run_budget(config)}, sort_keys=False)
+
+
 def save_config(config: DiscoveryConfig, path: Path) -> None:
-    """config.yaml: the options, then the run's render budget (BUDGET_KEYS), so tables can state it."""
     from contrafeat.io_utils import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump({**config.to_dict(), **run_budget(config)}, sort_keys=False))
+    atomic_write_text(path, config_text(config))
 
 
 def load_config(path: Path) -> DiscoveryConfig:

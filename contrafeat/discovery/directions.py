@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
-from contrafeat.io_utils import atomic_write_text, atomic_replace
+from contrafeat.gan.interface import GeneratorLike
+from contrafeat.io_utils import atomic_replace, atomic_write_text
 
 TENSORS_FILE = "directions.safetensors"
 META_FILE = "directions.json"
@@ -68,25 +70,22 @@ class Directions:
         if name is not None:
             if name not in self.names:
                 known = ", ".join(f"{i}={n}" for i, n in enumerate(self.names) if n) or "none"
-                raise UserError(f"--name {name!r}: no direction has that name (named directions: {known})")
+                raise UserError(f"{name!r}: no direction has that name (named directions: {known})")
             return self.names.index(name)
         if index is None or not -self.count <= index < self.count:
-            raise UserError(f"--index {index}: expected a direction index in 0..{self.count - 1}")
+            raise UserError(f"{index}: expected a direction index in 0..{self.count - 1}")
         return index % self.count
 
     def apply(self, ws: torch.Tensor, index: int | torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
         """ws [B, L, C] + strength * edit[index]; index and strength may be per-sample tensors [B]."""
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise UserError(
-                f"W+ codes of shape {tuple(ws.shape)} do not fit these directions: expected [B, {self.num_ws}, {self.w_dim}]"
-            )
+        check_shape(ws, ["B", self.num_ws, self.w_dim], "W+ codes for these directions")
         edits = self.edits().to(ws.device, ws.dtype)[index]
         strength = torch.as_tensor(strength, dtype=ws.dtype, device=ws.device)
         if edits.ndim == 3:
             strength = strength.reshape(-1, 1, 1)
         return ws + strength * edits
 
-    def check_compatible(self, generator: torch.nn.Module) -> None:
+    def check_compatible(self, generator: GeneratorLike) -> None:
         """Refuse a generator whose W+ shape differs from the one the directions were found in."""
         if (generator.num_ws, generator.w_dim) != (self.num_ws, self.w_dim):
             raise UserError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Iterator, Protocol, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +44,31 @@ def nt_xent_loss(changes: torch.Tensor, temperature: float = 0.5, temperature_mo
     return (negatives - positives).mean()
 
 
+class BlockSynthesis(Protocol):
+    """A synthesis network that runs block by block (StyleGAN2's and shapes3d-learned's)."""
+
+    def iterate_blocks(self, ws: torch.Tensor, noise_mode: str = "const") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Per block: its feature map and the output so far."""
+        ...
+
+
+def runs_blocks(synthesis: object) -> TypeGuard[BlockSynthesis]:
+    """Whether a synthesis network exposes its blocks (`iterate_blocks`)."""
+    return callable(getattr(synthesis, "iterate_blocks", None))
+
+
 def has_synthesis_blocks(generator: GeneratorLike) -> bool:
     """Whether the generator's synthesis network exposes its blocks (StyleGAN2 and shapes3d-learned do, shapes3d does not)."""
-    return callable(getattr(getattr(generator, "synthesis", None), "iterate_blocks", None))
+    return runs_blocks(getattr(generator, "synthesis", None))
 
 
 class SynthesisBlockFeatures:
     """The feature maps after the first `num_blocks` synthesis blocks of a StyleGAN2 generator (not a module: no state)."""
 
     def __init__(self, generator: GeneratorLike, noise_mode: str, num_blocks: int = GENERATOR_BLOCKS) -> None:
-        self.synthesis = generator.synthesis
+        synthesis = generator.synthesis
+        assert runs_blocks(synthesis)  # only given generators with has_synthesis_blocks
+        self.synthesis = synthesis
         self.noise_mode, self.num_blocks = noise_mode, num_blocks
 
     def of_codes(self, ws: torch.Tensor) -> list[torch.Tensor]:

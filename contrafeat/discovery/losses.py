@@ -5,6 +5,8 @@ of maps [B, C_l, H_l, W_l]; all terms are summed over stages and averaged over t
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,13 @@ MASK_EPS = 1e-6
 COS_EPS = 1e-6
 """Lower bound of a feature vector's norm in a cosine."""
 DIVERSITY_EPS = 1e-8
+
+
+def tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """sum(terms), the builtin's 0 + t_1 + t_2 + ..., typed as the tensor it is: there is always a term."""
+    total = sum(terms)
+    assert isinstance(total, torch.Tensor), "nothing to sum"
+    return total
 
 
 def feature_changes(feats_a: list[torch.Tensor], feats_b: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -100,7 +109,7 @@ def bi_loss(
     cos_mode: str = "squared",
 ) -> torch.Tensor:
     """sum_l [-S(q, p) + S(q, n)], mean over the batch (q: w1 under s d_i, p: w2 under s d_i, n: w2 under s' d_j)."""
-    per_sample = sum(
+    per_sample = tensor_sum(
         -masked_similarity(q, p, mask_mode, cos_mode) + masked_similarity(q, n, mask_mode, cos_mode)
         for q, p, n in zip(changes_q, changes_p, changes_n, strict=True)
     )
@@ -133,13 +142,14 @@ def pt_loss(
     Phi^l [K, C, h, w] are the prototypes' own features, resized bilinearly (align_corners False)
     to each change's H_l x W_l; their masks come from Phi like any change's.
     """
-    per_sample = 0
+    per_sample: torch.Tensor | int = 0
     for change, phi in zip(change_feats, prototype_feats, strict=True):
         phi = F.interpolate(phi, size=change.shape[-2:], mode="bilinear", align_corners=False)
         similarities = similarity_matrix(change, phi, mask_mode, cos_mode)
         own = similarities.gather(1, query_index.view(-1, 1).to(similarities.device))[:, 0]
         others = (similarities.sum(dim=1) - own) / (similarities.shape[1] - 1)
         per_sample = per_sample - own + others
+    assert isinstance(per_sample, torch.Tensor), "no stages"
     return per_sample.mean()
 
 

@@ -5,15 +5,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrafeat.errors import UserError
+from contrafeat.checks import check_shape
+from contrafeat.gan.interface import rms_normalise
 
 DIRECTION_MODES = ("learned", "fixed")
 ATTENTION_MODES = ("softmax", "none")
-
-
-def rms_normalise(x: torch.Tensor, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) along `dim` (StyleGAN's normalize_2nd_moment): RMS 1, L2 norm sqrt(n)."""
-    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
 def gaussian_kernel1d(size: int = 3, sigma: float = 1.0) -> torch.Tensor:
@@ -31,6 +27,9 @@ class DirectionBranch(nn.Module):
     PCA basis, SeFa with its eigenvectors).
     """
 
+    subspace: torch.Tensor  # [C, k], learned mode
+    vectors: torch.Tensor  # [K, C], fixed mode
+
     def __init__(
         self,
         basis: torch.Tensor,
@@ -47,12 +46,12 @@ class DirectionBranch(nn.Module):
         if mode == "learned":
             subspace_dim = available if subspace_dim is None else subspace_dim
             if not 1 <= subspace_dim <= available:
-                raise UserError(f"subspace_dim {subspace_dim}: expected 1..{available} (the basis has {available} columns)")
+                raise ValueError(f"subspace_dim {subspace_dim}: expected 1..{available} (the basis has {available} columns)")
             self.register_buffer("subspace", basis[:, :subspace_dim].detach().float().clone())
             self.coefficients = nn.Parameter(torch.randn(num_directions, subspace_dim, generator=generator))
         else:
             if num_directions > available:
-                raise UserError(f"num_directions {num_directions}: a fixed basis offers only {available} directions")
+                raise ValueError(f"num_directions {num_directions}: a fixed basis offers only {available} directions")
             self.register_buffer("vectors", rms_normalise(basis[:, :num_directions].T.detach().float().clone()))
 
     def forward(self) -> torch.Tensor:
@@ -69,6 +68,9 @@ class AttentionBranch(nn.Module):
     the layers with reflect padding. `none`: 1/A on each of the first A layers, zeros above.
     """
 
+    kernel: torch.Tensor  # [size], softmax mode
+    uniform: torch.Tensor  # [K, L], none mode
+
     def __init__(
         self,
         num_directions: int,
@@ -84,7 +86,7 @@ class AttentionBranch(nn.Module):
             raise ValueError(f"attention mode {mode!r}: expected one of {', '.join(ATTENTION_MODES)}")
         attended_layers = num_ws if attended_layers is None else attended_layers
         if not 1 <= attended_layers <= num_ws:
-            raise UserError(f"attended_layers {attended_layers}: expected 1..{num_ws} (the generator's num_ws)")
+            raise ValueError(f"attended_layers {attended_layers}: expected 1..{num_ws} (the generator's num_ws)")
         self.mode, self.num_ws, self.attended_layers = mode, num_ws, attended_layers
         if mode == "softmax":
             self.logits = nn.Parameter(torch.randn(num_directions, attended_layers, generator=generator))
@@ -123,8 +125,7 @@ class Navigator(nn.Module):
         attended_layers: int | None = None,
     ) -> None:
         super().__init__()
-        if basis.ndim != 2 or basis.shape[0] != w_dim:
-            raise UserError(f"basis of shape {list(basis.shape)}: expected [{w_dim}, n] for a generator with w_dim {w_dim}")
+        check_shape(basis, [w_dim, "n"], "basis")
         self.num_directions, self.num_ws, self.w_dim = num_directions, num_ws, w_dim
         generator = torch.Generator().manual_seed(seed)
         self.direction_branch = DirectionBranch(basis, num_directions, direction_mode, subspace_dim, generator)
@@ -142,7 +143,8 @@ class Navigator(nn.Module):
         """[K, L, C]: attention (outer) direction."""
         return self.attention()[:, :, None] * self.directions()[:, None, :]
 
-    def apply(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor | float) -> torch.Tensor:
+    # The public name shadows nn.Module.apply(fn) on purpose (Directions.apply has the same signature).
+    def apply(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor | float) -> torch.Tensor:  # type: ignore[override]
         """ws [B, L, C] + strength[b] * edits[index[b]] for each sample b."""
         index = torch.as_tensor(index, device=ws.device).reshape(-1)
         strength = torch.as_tensor(strength, dtype=ws.dtype, device=ws.device).reshape(-1, 1, 1)

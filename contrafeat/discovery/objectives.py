@@ -6,10 +6,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
-from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_steps
+from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_steps, tensor_sum
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.precision import autocast
 from contrafeat.discovery.reconstructor import Reconstructor
+from contrafeat.discovery.registry import RENDER_COUNTS, RenderCount
 from contrafeat.gan.interface import GeneratorLike
 
 Draws = dict[str, torch.Tensor]
@@ -51,8 +52,10 @@ class FeatureSource:
         """Features of images [B, 3, H, W] in [-1, 1]."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        sensor = self.sensor
+        assert sensor is not None, "this objective reads no sensor features"
         with autocast(self.precision, images.device):
-            return [features.float() for features in self.sensor(images)]
+            return [features.float() for features in sensor(images)]
 
 
 class Objective(nn.Module):
@@ -62,21 +65,24 @@ class Objective(nn.Module):
     random value of a step for all units at once, and `compute` takes any subset of units with their rows of
     the draws. Each loss term is a mean over units (except in a CoupledObjective), so a batch split into shares
     (ranks, micro-batches) gives the full batch's loss as the share-size-weighted sum of the shares' losses.
-    `renders_per_unit` counts the generator renders (synthesis passes, one per image, edited or not) of one
-    unit; runs are compared by renders, since methods render very different numbers of images per step.
+    `render_count` (the registry's) counts the generator renders of one unit; runs are compared by renders,
+    since methods render very different numbers of images per step.
     """
 
     codes_per_unit: int = 1
+    render_count: RenderCount
 
-    @classmethod
-    def renders_per_unit(cls, num_directions: int) -> int:
-        """Generator renders that `compute` makes per unit of the batch, with K = num_directions directions."""
-        raise NotImplementedError
+    def __init_subclass__(cls, objective: str | None = None, **kwargs: object) -> None:
+        """`class X(Objective, objective="bi")` takes the unit size and render count of the registry's entry."""
+        super().__init_subclass__(**kwargs)
+        if objective is not None:
+            cls.render_count = RENDER_COUNTS[objective]
+            cls.codes_per_unit = cls.render_count.codes_per_unit
 
     @classmethod
     def renders_per_batch(cls, num_directions: int, batch_size: int) -> int:
         """Generator renders of one step on `batch_size` codes (codes beyond whole units are not used)."""
-        return cls.renders_per_unit(num_directions) * (batch_size // cls.codes_per_unit)
+        return cls.render_count.per_batch(num_directions, batch_size)
 
     def own_optimisers(self) -> dict[str, tuple[list[nn.Parameter], float]]:
         """Parameters trained by an Adam of their own, not the navigator's: name -> (parameters, learning rate)."""
@@ -99,15 +105,8 @@ class Objective(nn.Module):
         return self.compute(units, self.draw(units.shape[0], navigator.num_directions, rng), navigator, features)
 
 
-class ContrastBi(Objective):
+class ContrastBi(Objective, objective="bi"):
     """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
-
-    codes_per_unit = 2
-
-    @classmethod
-    def renders_per_unit(cls, num_directions: int) -> int:
-        """w1, w2 unedited, then w1 + s d_i, w2 + s d_i and w2 + s' d_j."""
-        return 5
 
     def __init__(self, step_scale: float, mask: str, cos_mode: str) -> None:
         super().__init__()
@@ -132,13 +131,8 @@ class ContrastBi(Objective):
         return {"contrast": bi_loss(query, positive, negative, mask_mode=self.mask, cos_mode=self.cos_mode)}
 
 
-class ContrastPt(Objective):
+class ContrastPt(Objective, objective="pt"):
     """The prototype contrast: each direction's change matches its own learned RGB pattern (2 B renders)."""
-
-    @classmethod
-    def renders_per_unit(cls, num_directions: int) -> int:
-        """w + s/2 d_q and w - s/2 d_q (the K prototypes go through the sensor only, never the generator)."""
-        return 2
 
     def __init__(
         self, num_directions: int, resolution: int, step_scale: float, mask: str, cos_mode: str, seed: int
@@ -170,7 +164,7 @@ class CoupledObjective(Objective):
     are computed without autograd and gathered, the loss and its gradient with respect to the changes are
     computed on the whole batch, and each share's changes are computed again with autograd and back-propagated
     with their slice of that gradient. The parameters' gradients equal the whole batch's, up to float rounding.
-    A split batch is thus rendered twice; `renders_per_unit` counts the method's renders, once.
+    A split batch is thus rendered twice; `render_count` counts the method's renders, once.
     """
 
     def changes(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> list[torch.Tensor]:
@@ -184,7 +178,7 @@ class CoupledObjective(Objective):
         return self.loss_of_changes(self.changes(units, draws, navigator, features))
 
 
-class LatentCLR(CoupledObjective):
+class LatentCLR(CoupledObjective, objective="latentclr"):
     """LatentCLR: every direction on every code; NT-Xent with the same direction on other codes as positives.
 
     Features come from the generator's first synthesis blocks when `generator` is given, else from the
@@ -205,11 +199,6 @@ class LatentCLR(CoupledObjective):
         self.step_scale, self.temperature, self.temperature_mode, self.cos_mode = step_scale, temperature, temperature_mode, cos_mode
         self.block_features = SynthesisBlockFeatures(generator, noise_mode) if generator is not None else None
 
-    @classmethod
-    def renders_per_unit(cls, num_directions: int) -> int:
-        """The code unedited, then each of the K directions on it."""
-        return num_directions + 1
-
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
         """Strengths [U, K] of every direction on every code (drawn direction-major, as the reference code)."""
         return {"strength": sample_steps(num_directions * units, rng, self.step_scale).view(num_directions, units).T}
@@ -226,10 +215,10 @@ class LatentCLR(CoupledObjective):
         return [change.reshape(count, batch, -1) for change in changes]
 
     def loss_of_changes(self, changes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"nt_xent": sum(nt_xent_loss(change, self.temperature, self.temperature_mode, self.cos_mode) for change in changes)}
+        return {"nt_xent": tensor_sum(nt_xent_loss(change, self.temperature, self.temperature_mode, self.cos_mode) for change in changes)}
 
 
-class Recog(Objective):
+class Recog(Objective, objective="recog"):
     """Voynov & Babenko: a reconstructor sees (G(w), G(w + s edit_k)) and predicts k (cross-entropy) and s (L1).
 
     The reconstructor trains alongside the navigator with an Adam of its own at learning rate `lr`, as the
@@ -240,11 +229,6 @@ class Recog(Objective):
         super().__init__()
         self.reconstructor = Reconstructor(num_directions, width, depth, seed)
         self.step_scale, self.shift_weight, self.lr = step_scale, shift_weight, lr
-
-    @classmethod
-    def renders_per_unit(cls, num_directions: int) -> int:
-        """The code unedited and edited."""
-        return 2
 
     def own_optimisers(self) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"reconstructor": (list(self.reconstructor.parameters()), self.lr)}

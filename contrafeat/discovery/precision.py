@@ -41,12 +41,14 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 def accelerate_sensor(sensor: nn.Module, device: torch.device, channels_last: bool, compile_sensor: bool) -> nn.Module:
     """The sensor in channels-last layout (CUDA only, where it helps convolutions) and/or compiled by torch.compile."""
     if channels_last and device.type == "cuda":
-        sensor = sensor.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (documented, torch >= 1.5); torch's overloads of `to` leave it out.
+        sensor = sensor.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if not compile_sensor:
         return sensor
     if not hasattr(torch, "compile"):
         raise UserError("--compile: this torch has no torch.compile; upgrade torch or leave --compile out")
     try:
-        return torch.compile(sensor)
+        # A module compiles to an OptimizedModule (an nn.Module); torch.compile's stub returns Callable for any input.
+        return torch.compile(sensor)  # type: ignore[return-value]
     except RuntimeError as error:
         raise UserError(f"--compile: torch.compile is not available here ({error}); leave --compile out") from error

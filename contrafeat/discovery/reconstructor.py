@@ -24,7 +24,7 @@ class ResidualBlock(nn.Module):
             nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False),
             _norm(out_channels),
         )
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), _norm(out_channels))
 

@@ -7,22 +7,23 @@ from pathlib import Path
 
 import torch
 
+from contrafeat.discovery.best_linear import best_linear_edits
 from contrafeat.discovery.config import DiscoveryConfig, run_budget
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.best_linear import best_linear_edits
-from contrafeat.discovery.methods import ANSWER_KEYS, build_navigator, build_objective, describe_method, method_spec, uses_sensor
+from contrafeat.discovery.methods import build_navigator, build_objective, describe_method, uses_sensor
 from contrafeat.discovery.objectives import Objective
 from contrafeat.discovery.precision import accelerate_sensor
+from contrafeat.discovery.registry import ANSWER_KEYS, method_spec
 from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import Trainer, navigator_directions
 from contrafeat.errors import UserError
 from contrafeat.features import build_sensor
 from contrafeat.gan.identity import generator_identity
-from contrafeat.gan.interface import GeneratorLike, has_true_edits
-from contrafeat.gan.zoo import load_generator
+from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
 from contrafeat.paths import cache_dir
+from contrafeat.zoo import load_generator
 
 
 @dataclass
@@ -35,15 +36,28 @@ class TrainedRun:
     directions: Directions | None
 
 
+def check_fits_generator(config: DiscoveryConfig, generator: GeneratorLike) -> None:
+    """Refuse sizes the generator's W cannot hold: a subspace or a fixed basis larger than w_dim."""
+    kind = method_spec(config.method).directions
+    if kind == "learned" and config.subspace_dim > generator.w_dim:
+        raise UserError(f"--subspace-dim {config.subspace_dim}: this generator's W has {generator.w_dim} dimensions; expected at most {generator.w_dim}")
+    if kind in ("ganspace", "sefa") and config.num_directions > generator.w_dim:
+        raise UserError(
+            f"--num-directions {config.num_directions}: {config.method} has only {generator.w_dim} directions in this generator's W; "
+            f"expected at most {generator.w_dim}"
+        )
+
+
 def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool, verbose: bool = True) -> TrainedRun:
     """Models, the PCA of W (shared by the ranks), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
     kind = method_spec(config.method).directions
     check_answer_key(kind, generator, config)
+    check_fits_generator(config, generator)
     if runtime.is_main and verbose:
         print(describe_method(config, generator), file=sys.stderr)
-    sensor = None
+    sensor: torch.nn.Module | None = None  # a Sensor, or its torch.compile wrapper
     if uses_sensor(config, generator):
         sensor = build_sensor(config.sensor, weights=config.sensor_weights, generator=generator, input_size=config.sensor_input_size)
         sensor = accelerate_sensor(sensor.to(runtime.device), runtime.device, config.channels_last, config.compile)
@@ -87,11 +101,14 @@ def check_answer_key(kind: str, generator: GeneratorLike, config: DiscoveryConfi
 
 def answer_key_directions(kind: str, generator: GeneratorLike, pca: PCABasis, config: DiscoveryConfig) -> Directions:
     """The world's exact per-factor edits (`truth`) or its optimised linear ones (`best-linear`), named after the factors."""
+    assert has_factors(generator)  # check_answer_key let only the shapes3d worlds through
     if kind == "truth":
+        assert has_true_edits(generator)  # ditto: only the linear world
         edits = generator.true_edits()
     else:
         found = best_linear_edits(generator, seed=config.seed)
-        print("best-linear share of each factor: " + ", ".join(f"{name} {edit.share:.3f}" for name, edit in zip(generator.factor_names, found)), file=sys.stderr)
+        shares = ", ".join(f"{name} {edit.share:.3f}" for name, edit in zip(generator.factor_names, found))
+        print(f"best-linear share of each factor: {shares}", file=sys.stderr)
         edits = [(edit.vector, edit.weights) for edit in found]
     vectors = torch.stack([vector for vector, _ in edits]).float().cpu()  # [F, C]
     attention = torch.stack([weights for _, weights in edits]).float().cpu()  # [F, L]

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from contrafeat.discovery.distributed import Runtime, all_gather_objects, broadcast_from_main
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, has_style_affine_weights
 from contrafeat.io_utils import atomic_replace
 
 TENSOR_NAMES = ("w_avg", "basis", "eigenvalues", "stds")
@@ -91,23 +91,30 @@ class Moments:
         centred = vectors - mean
         return cls(len(vectors), mean, centred.T @ centred)
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, scatter) of a non-empty set."""
+        assert self.mean is not None and self.scatter is not None, "an empty set has no mean"
+        return self.mean, self.scatter
+
     def merge(self, other: Moments) -> Moments:
         """The moments of both sets (Chan's pairwise update); merging with an empty set returns the other unchanged."""
         if other.count == 0:
             return self
         if self.count == 0:
             return other
-        delta = other.mean - self.mean
+        (self_mean, self_scatter), (other_mean, other_scatter) = self.tensors(), other.tensors()
+        delta = other_mean - self_mean
         total = self.count + other.count
-        mean = self.mean + delta * (other.count / total)
-        scatter = self.scatter + other.scatter + torch.outer(delta, delta) * (self.count * other.count / total)
+        mean = self_mean + delta * (other.count / total)
+        scatter = self_scatter + other_scatter + torch.outer(delta, delta) * (self.count * other.count / total)
         return Moments(total, mean, scatter)
 
     def to(self, device: torch.device | str) -> Moments:
         """The same moments with their tensors on `device` (an exact copy)."""
         if self.count == 0:
             return self
-        return Moments(self.count, self.mean.to(device), self.scatter.to(device))
+        mean, scatter = self.tensors()
+        return Moments(self.count, mean.to(device), scatter.to(device))
 
 
 @torch.no_grad()
@@ -145,10 +152,11 @@ def compute_pca(
     moments = Moments()
     for partial in all_gather_objects(own.to("cpu"), runtime):
         moments = moments.merge(partial.to(device))
-    covariance = moments.scatter / (moments.count - 1)
+    mean, scatter = moments.tensors()
+    covariance = scatter / (moments.count - 1)
     eigenvalues, basis = sorted_eigh((covariance + covariance.T) / 2)
     return PCABasis(
-        w_avg=moments.mean.cpu(),
+        w_avg=mean.cpu(),
         basis=basis.cpu(),
         eigenvalues=eigenvalues.cpu(),
         stds=eigenvalues.clamp_min(0).sqrt().cpu(),
@@ -178,11 +186,11 @@ def load_or_compute_pca(
     """
     runtime = runtime or Runtime()
     path = pca_cache_path(cache_dir, generator_identity(generator), num_samples, seed) if runtime.is_main else None
-    cached = broadcast_from_main(PCABasis.load(path) if runtime.is_main and path.is_file() else None, runtime)
+    cached = broadcast_from_main(PCABasis.load(path) if path is not None and path.is_file() else None, runtime)  # path: rank 0's
     if cached is not None:
         return cached
     pca = compute_pca(generator, num_samples=num_samples, batch_size=batch_size, seed=seed, progress=progress, runtime=runtime)
-    if runtime.is_main:
+    if path is not None:
         pca.save(path)
     return pca
 
@@ -195,6 +203,8 @@ def sefa_basis(generator: GeneratorLike) -> tuple[torch.Tensor, torch.Tensor]:
     `weight / norm(weight, axis=0)` on its transposed [w_dim, C_l] layout; the directions are the
     eigenvectors of A^T A [w_dim, w_dim], oriented like the PCA axes.
     """
+    if not has_style_affine_weights(generator):
+        raise UserError("SeFa: the generator reports no style-affine weights")
     weights = [weight.detach().to(torch.float64).cpu() for weight in generator.style_affine_weights()]
     if not weights:
         raise UserError("SeFa: the generator reports no style-affine weights")

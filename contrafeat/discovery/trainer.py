@@ -19,11 +19,11 @@ from typing import IO
 import torch
 from tqdm import tqdm
 
-from contrafeat.discovery.config import DiscoveryConfig
 from contrafeat.discovery import distributed
+from contrafeat.discovery.config import DiscoveryConfig
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.losses import diversity_loss
+from contrafeat.discovery.losses import diversity_loss, tensor_sum
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.objectives import CoupledObjective, Draws, FeatureSource, Objective
 from contrafeat.discovery.precision import check_precision, grad_scaler
@@ -151,7 +151,7 @@ class Trainer:
             self.scaler.scale(self.config.diversity_weight * terms["diversity"]).backward()
         self._optimizer_step()
         self.step += 1
-        total = sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
+        total = tensor_sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
         return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
 
     def _accumulate(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
@@ -160,20 +160,22 @@ class Trainer:
         for index in self.micro_batches(units.shape[0]):
             terms = self.objective.compute(units[index], self.draws_of(draws, index), self.navigator, self.features)
             weight = len(index) / units.shape[0]
-            self.scaler.scale(weight * sum(terms.values())).backward()
+            self.scaler.scale(weight * tensor_sum(terms.values())).backward()
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0) + weight * value.detach()
         return totals
 
     def _accumulate_coupled(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
         """A coupled loss over the whole batch from this rank's micro-batches (see CoupledObjective); terms weighted by the share."""
+        objective = self.objective
+        assert isinstance(objective, CoupledObjective)  # step() calls this for coupled objectives only
         batches = self.micro_batches(units.shape[0])
         device = self.runtime.device
         states, pieces = [], []
         with torch.no_grad():
             for index in batches:
                 states.append(random_state(device))
-                pieces.append(self.objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features))
+                pieces.append(objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features))
         after = random_state(device)
         whole = [torch.cat(stage, dim=1) for stage in zip(*pieces)]
         del pieces
@@ -181,14 +183,18 @@ class Trainer:
             gathered = distributed.all_gather_objects([stage.cpu() for stage in whole], self.runtime)
             whole = [torch.cat(stage, dim=1).to(device) for stage in zip(*gathered)]
         whole = [stage.requires_grad_(True) for stage in whole]
-        terms = self.objective.loss_of_changes(whole)
-        self.scaler.scale(sum(terms.values())).backward()
+        terms = objective.loss_of_changes(whole)
+        self.scaler.scale(tensor_sum(terms.values())).backward()
+        gradients = []
+        for stage in whole:
+            assert stage.grad is not None  # every stage is a leaf of the loss just back-propagated
+            gradients.append(stage.grad)
         start = int(batches[0][0])
         position = start
         for index, state in zip(batches, states):
             set_random_state(state, device)
-            changes = self.objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features)
-            torch.autograd.backward(changes, [stage.grad[:, position : position + len(index)] for stage in whole])
+            changes = objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features)
+            torch.autograd.backward(changes, [gradient[:, position : position + len(index)] for gradient in gradients])
             position += len(index)
         set_random_state(after, device)
         weight = (position - start) / units.shape[0]
@@ -201,11 +207,13 @@ class Trainer:
 
     def _sum_over_ranks(self, terms: dict[str, torch.Tensor]) -> None:
         """Gradients and loss terms summed over the ranks (each already weighted by its share of the batch)."""
+        gradients = []
         for parameter in self.parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
+            gradients.append(parameter.grad)
         values = torch.stack(list(terms.values()))
-        distributed.all_reduce_sum_([p.grad for p in self.parameters] + [values], self.runtime)
+        distributed.all_reduce_sum_(gradients + [values], self.runtime)
         terms.update(zip(terms, values))
 
     def _optimizer_step(self) -> None:
@@ -213,6 +221,7 @@ class Trainer:
         for optimizer in self.optimizers.values():
             self.scaler.unscale_(optimizer)
         for parameter in self.parameters:
+            assert parameter.grad is not None  # _sum_over_ranks gave every parameter one
             torch.nan_to_num_(parameter.grad, nan=0.0, posinf=1e5, neginf=-1e5)
         for optimizer in self.optimizers.values():
             self.scaler.step(optimizer)

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from contrafeat.checks import check_shape
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.gan.interface import GeneratorLike
@@ -62,8 +63,7 @@ def edit_strip(
     suggested steps, which is how `contrafeat edit` and `contrafeat traverse` read their strength values.
     """
     directions.check_compatible(generator)
-    if ws.ndim != 3 or ws.shape[0] != 1:
-        raise ValueError(f"ws: expected one W+ code [1, {generator.num_ws}, {generator.w_dim}], got {list(ws.shape)}")
+    check_shape(ws, [1, generator.num_ws, generator.w_dim], "ws")
     if not strengths:
         raise ValueError("strengths: expected at least one value")
     count = len(strengths)

@@ -98,7 +98,8 @@ def _centre_square(image: Image.Image, resolution: int) -> Image.Image:
     width, height = image.size
     side = min(width, height)
     box = ((width - side) // 2, (height - side) // 2, (width + side) // 2, (height + side) // 2)
-    return image.crop(box).resize((resolution, resolution), Image.LANCZOS)
+    # Pillow sets the Resampling members as module globals at import, unseen by its annotations (Image.Resampling needs >= 9.1).
+    return image.crop(box).resize((resolution, resolution), Image.LANCZOS)  # type: ignore[attr-defined]
 
 
 def load_image(source: Path | bytes, resolution: int, max_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000) -> torch.Tensor:

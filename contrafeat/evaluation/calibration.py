@@ -14,9 +14,8 @@ from torch import nn
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import evaluation_codes
 from contrafeat.evaluation.dead_directions import dead_directions
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, seeded_codes
 
 DEFAULT_TARGET = 0.4
 """Relative feature movement the calibrated steps aim at; every true shapes3d edit reaches it (their peaks are 0.53 to 0.68)."""
@@ -78,7 +77,7 @@ def calibrate_steps(
     """Per direction, the step whose movement equals `target` (within 2**-iterations of the bracket)."""
     if not 0 < target < float("inf"):
         raise UserError(f"--calibration-target {target}: expected a positive relative feature movement")
-    probe = MovementProbe(generator, directions, sensor, evaluation_codes(generator, num_samples, seed, truncation_psi), batch_size)
+    probe = MovementProbe(generator, directions, sensor, seeded_codes(generator, num_samples, seed, truncation_psi), batch_size)
     steps, reached, unreached = [], [], []
     for index in range(directions.count):
         low, high, moved = bracket(probe, index, max(float(directions.steps[index]), 1e-3) / START_DIVISOR, target, max_doublings)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from contrafeat.discovery.directions import Directions
-from contrafeat.evaluation.true_edits import TRUE_EDIT_STEP, true_edit_tensor
 from contrafeat.gan.interface import GeneratorLike, has_true_edits
+from contrafeat.shapes3d.truth import TRUE_EDIT_STEP, true_edit_tensor
 
 DEAD_FRACTION = 0.01
 """Below this fraction of the reference change a direction moves nothing: 1 % of a true shapes3d edit's RMS change is

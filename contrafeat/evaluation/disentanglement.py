@@ -253,7 +253,7 @@ def dci_from_samples(
     """DCI from train and test samples; informativeness is the mean test accuracy over factors."""
     check_samples(train_codes, train_factors, min_dims=2, min_factors=2)
     check_samples(test_codes, test_factors, min_dims=train_codes.shape[1], min_factors=train_factors.shape[1])
-    seeds = random_state.randint(2**31 - 1, size=train_factors.shape[1])
+    seeds = random_state.randint(2**31 - 1, size=int(train_factors.shape[1]))  # [F]
     fits = Parallel(n_jobs=n_jobs)(
         delayed(fit_factor)(train_codes, train_factors[:, k], test_codes, test_factors[:, k], int(seeds[k]))
         for k in range(train_factors.shape[1])

@@ -60,9 +60,9 @@ class DistillSettings:
                 raise UserError(f"{flag} {value}: expected a positive integer")
         if self.variant not in VARIANTS:
             raise UserError(f"--vae-variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
-        for flag, value in (("--beta", self.beta), ("--vae-lr", self.lr)):
-            if not 0 < value < float("inf"):
-                raise UserError(f"{flag} {value}: expected a positive finite number")
+        for flag, number in (("--beta", self.beta), ("--vae-lr", self.lr)):
+            if not 0 < number < float("inf"):
+                raise UserError(f"{flag} {number}: expected a positive finite number")
         metric_counts(self.metric_counts, self.metric_fraction)
 
 

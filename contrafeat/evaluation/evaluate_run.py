@@ -12,12 +12,13 @@ from torch import nn
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.subspace import PCABasis
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, ExactFactors, attribute_change_matrix, evaluation_codes, score_matrix
+from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, ExactFactors, attribute_change_matrix, score_matrix
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration, calibrate_steps
 from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.evaluation.distillation import DistillSettings, distil, truth_metrics
-from contrafeat.evaluation.true_edits import TRUE_EDIT_STEP, reference_directions, true_edit_agreement
-from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
+from contrafeat.evaluation.true_edits import reference_directions, true_edit_agreement
+from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits, seeded_codes
+from contrafeat.shapes3d.truth import TRUE_EDIT_STEP
 
 SCORING_VERSION = 2
 """Changes whenever the scoring itself changes (2: dead directions judged against real edits, effect-space cosine,
@@ -64,7 +65,7 @@ def fixed_step_matrix(generator: GeneratorLike, directions: Directions, predicto
 def fixed_step_scores(generator: GeneratorLike, directions: Directions, predictor: AttributePredictor, settings: EvaluationSettings) -> AttributeScores:
     """The fixed-protocol scores, the directions that do not move the image at the fixed step scoring 0."""
     steps = torch.full((directions.count,), settings.fixed_step)
-    codes = evaluation_codes(generator, DEAD_CHECK_SAMPLES, settings.seed, settings.truncation_psi)
+    codes = seeded_codes(generator, DEAD_CHECK_SAMPLES, settings.seed, settings.truncation_psi)
     dead, _ = dead_directions(generator, directions, steps, codes)
     return score_matrix(fixed_step_matrix(generator, directions, predictor, settings), dead)
 

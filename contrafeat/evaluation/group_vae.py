@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.io_utils import atomic_torch_save
 
@@ -257,6 +258,7 @@ class VAETraining:
         tensors = [batch] if isinstance(batch, torch.Tensor) else list(batch)
         tensors = [tensor.to(device) for tensor in tensors]
         if self.model_kind == "factor-vae":
+            assert self.discriminator is not None and self.discriminator_optimizer is not None  # both made for factor-vae
             terms = factor_vae_step(
                 self.model, self.discriminator, self.optimizer, self.discriminator_optimizer, tensors[0], self.gamma, self.generator
             )
@@ -291,6 +293,7 @@ class VAETraining:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.discriminator is not None:
+            assert self.discriminator_optimizer is not None  # made with the discriminator
             self.discriminator.load_state_dict(state["discriminator"])
             self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         self.generator.set_state(state["generator"])
@@ -358,8 +361,7 @@ def train_vae(
 def encode_mean(model: VAE, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Encoder means [N, d] of images [N, C, 64, 64] (float in [0, 1], or uint8 0..255)."""
     images = torch.as_tensor(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != (model.channels, RESOLUTION, RESOLUTION):
-        raise UserError(f"images: expected [N, {model.channels}, {RESOLUTION}, {RESOLUTION}], got {list(images.shape)}")
+    check_shape(images, ["N", model.channels, RESOLUTION, RESOLUTION], "images")
     scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
     device = next(model.parameters()).device
     means = [model.encode(chunk.to(device).float() * scale)[0].cpu() for chunk in images.split(batch_size)]

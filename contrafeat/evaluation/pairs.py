@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,7 @@ from tqdm import tqdm
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime, barrier, decided_on_main
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import evaluation_codes
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, seeded_codes
 from contrafeat.io_utils import atomic_write_text
 
 MANIFEST_FILE = "pairs.json"
@@ -71,7 +70,7 @@ def distinct_directions(
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD, dead: Sequence[int] = (),
 ) -> list[int]:
     """The directions worth making pairs of (see keep_distinct), judged on `num_samples` codes at truncation 1."""
-    codes = evaluation_codes(generator, num_samples, seed, truncation_psi=1.0)
+    codes = seeded_codes(generator, num_samples, seed, truncation_psi=1.0)
     return keep_distinct(change_vectors(generator, directions, sensor, steps, codes), threshold, dead)
 
 
@@ -115,7 +114,7 @@ def render_shard(generator: GeneratorLike, directions: Directions, settings: Pai
     labels = torch.tensor(settings.kept)[torch.randint(len(settings.kept), (count,), generator=rng)]
     steps = torch.tensor(settings.steps)[torch.searchsorted(torch.tensor(settings.kept), labels)]
     w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=settings.truncation_psi)
-    ws = w[:, None, :].repeat(1, generator.num_ws, 1)
+    ws = generator.broadcast(w)
     device_labels, device_steps = labels.to(ws.device), steps.to(ws.device)
     first = generator.synthesis(directions.apply(ws, device_labels, -device_steps), noise_mode="const")
     second = generator.synthesis(directions.apply(ws, device_labels, device_steps), noise_mode="const")
@@ -155,7 +154,7 @@ def write_pairs(
         path = folder / SHARD_PATTERN.format(shard)
         if path.is_file():
             continue
-        arrays = render_shard(generator, directions, settings, shard)
+        arrays: dict[str, Any] = render_shard(generator, directions, settings, shard)  # Any: savez would match ndarray against allow_pickle
         temporary = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(temporary, **arrays)
         os.replace(temporary, path)

@@ -7,11 +7,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from contrafeat.data.shapes3d import FACTOR_SIZES, NUM_IMAGES, factors_to_index
-from contrafeat.data.shapes3d_cache import RenderCache
 from contrafeat.evaluation.disentanglement import Representation, uniform_factors
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.paths import cache_dir
+from contrafeat.shapes3d.grid import FACTOR_SIZES, NUM_IMAGES, factors_to_index
+from contrafeat.shapes3d.render_cache import RenderCache
 
 
 def generator_render_cache(generator: GeneratorLike, folder: Path | None = None) -> RenderCache:
@@ -35,8 +35,8 @@ class Shapes3DSampler:
     def sample_factors(self, n: int, random_state: np.random.RandomState) -> np.ndarray:
         return uniform_factors(self.factor_sizes, n, random_state)
 
-    def observations(self, factors: np.ndarray) -> torch.Tensor:
-        """Images [n, 3, R, R] float in [0, 1] of factor index rows [n, 6]."""
+    def observations(self, factors: np.ndarray) -> torch.Tensor | np.ndarray:
+        """Images [n, 3, R, R] float in [0, 1] of factor index rows [n, 6] (GridIndices: their grid indices [n])."""
         return to_float_images(self.cache.images(factors_to_index(factors)))
 
     def sample_batch(self, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -78,6 +78,7 @@ class GridCodes:
                 self.codes = np.zeros((NUM_IMAGES, codes.shape[1]), dtype=np.float64)
             self.codes[chunk] = codes
             self.known[chunk] = True
+        assert self.codes is not None, "no index to encode"
         return self.codes[indices]
 
 

@@ -6,20 +6,8 @@ import torch
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.steps import suggest_steps
 from contrafeat.discovery.subspace import PCABasis
-from contrafeat.gan.interface import GeneratorLike
-
-FACTOR_RANGES = torch.tensor([1.0, 1.0, 1.0, 0.5, 3.0, 60.0])
-"""Span of each shapes3d factor (floor, wall, object hue, scale, shape, orientation) used to normalise changes."""
-CIRCULAR_FACTORS = (0, 1, 2)
-"""Hues wrap around: their differences are taken on the circle."""
-TRUE_EDIT_STEP = 0.5
-"""A step at which every true shapes3d edit changes its factor alone, by a clearly visible amount."""
-
-
-def true_edit_tensor(generator: GeneratorLike) -> torch.Tensor:
-    """The generator's exact per-factor edits as [F, L, C] (layer weights outer direction)."""
-    return torch.stack([weights[:, None] * direction[None, :] for direction, weights in generator.true_edits()]).float().cpu()
-
+from contrafeat.gan.interface import FactorWorld, GeneratorLike, TrueEditWorld, has_style_affine_weights, seeded_codes
+from contrafeat.shapes3d.truth import factor_difference, true_edit_tensor
 
 READ_RANK_TOLERANCE = 1e-5
 """Singular values below this fraction of a layer's largest span no direction the generator reads."""
@@ -28,12 +16,11 @@ READ_RANK_TOLERANCE = 1e-5
 def read_projectors(generator: GeneratorLike) -> torch.Tensor:
     """[L, C, C]: per W+ layer, the orthogonal projector onto the row space of its style-affine matrix, the part
     of W that layer reads (the identity for a layer whose matrix has full rank, or a generator without one)."""
-    weights = getattr(generator, "style_affine_weights", None)
     identity = torch.eye(generator.w_dim, dtype=torch.float64)
-    if not callable(weights):
+    if not has_style_affine_weights(generator):
         return identity.expand(generator.num_ws, -1, -1).clone()
     projectors = []
-    for matrix in weights():
+    for matrix in generator.style_affine_weights():
         _, singular, right = torch.linalg.svd(matrix.detach().double().cpu(), full_matrices=False)
         basis = right[singular > READ_RANK_TOLERANCE * singular.max()]  # [rank, C]
         projectors.append(basis.T @ basis)
@@ -62,7 +49,7 @@ def read_part(edits: torch.Tensor, projectors: torch.Tensor) -> torch.Tensor:
     return read * alive[:, None, None]
 
 
-def true_edit_agreement(generator: GeneratorLike, directions: Directions) -> dict[str, float]:
+def true_edit_agreement(generator: TrueEditWorld, directions: Directions) -> dict[str, float]:
     """Mean over the directions of each one's best |cos| with a true edit: on what the generator reads
     (`true_edit_cos`, the honest one) and on the flattened W+ edit (`flat_edit_cos`, fooled by the null space)."""
     truth, edits = true_edit_tensor(generator).double(), directions.edits().double()
@@ -72,21 +59,12 @@ def true_edit_agreement(generator: GeneratorLike, directions: Directions) -> dic
     }
 
 
-def factor_difference(after: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-    """after - before per factor, wrapped to [-0.5, 0.5) for hues, divided by each factor's span."""
-    difference = after - before
-    for column in CIRCULAR_FACTORS:
-        difference[:, column] = torch.remainder(difference[:, column] + 0.5, 1.0) - 0.5
-    return difference / FACTOR_RANGES.to(difference.device)
-
-
 @torch.no_grad()
 def factor_changes(
-    generator: GeneratorLike, directions: Directions, num_samples: int = 200, seed: int = 0, truncation_psi: float = 0.5
+    generator: FactorWorld, directions: Directions, num_samples: int = 200, seed: int = 0, truncation_psi: float = 0.5
 ) -> torch.Tensor:
     """[K, F]: mean |factor change| between w - s*edit and w + s*edit (s = the suggested step), normalised."""
-    z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    ws = generator.mapping(z.to(generator.w_avg.device), truncation_psi=truncation_psi)[:, None, :].repeat(1, generator.num_ws, 1)
+    ws = seeded_codes(generator, num_samples, seed, truncation_psi)
     rows = []
     for index in range(directions.count):
         step = float(directions.steps[index])
@@ -109,7 +87,7 @@ def reference_directions(generator: GeneratorLike, pca: PCABasis, count: int, se
     }
 
 
-def summarise(directions: Directions, generator: GeneratorLike, truth: torch.Tensor, num_samples: int) -> dict[str, float | int]:
+def summarise(directions: Directions, generator: FactorWorld, truth: torch.Tensor, num_samples: int) -> dict[str, float | int]:
     """Mean best |cos| to a true edit (on what the generator reads), true factors matched, and factors that some direction moves most."""
     cosines = edit_cosines(directions.edits(), truth, read_projectors(generator))
     changes = factor_changes(generator, directions, num_samples=num_samples)
@@ -123,7 +101,7 @@ def summarise(directions: Directions, generator: GeneratorLike, truth: torch.Ten
     }
 
 
-def per_direction_table(directions: Directions, generator: GeneratorLike, factor_names: list[str], num_samples: int = 200) -> list[dict]:
+def per_direction_table(directions: Directions, generator: TrueEditWorld, factor_names: list[str], num_samples: int = 200) -> list[dict]:
     """Rows per direction: best-matching true edit and its |cos|, the factor moved most and its share."""
     cosines = edit_cosines(directions.edits(), true_edit_tensor(generator), read_projectors(generator))
     changes = factor_changes(generator, directions, num_samples=num_samples)
@@ -142,7 +120,7 @@ def per_direction_table(directions: Directions, generator: GeneratorLike, factor
     return rows
 
 
-def comparison_table(generator: GeneratorLike, directions: Directions, pca: PCABasis, seed: int = 0, num_samples: int = 200) -> list[dict]:
+def comparison_table(generator: TrueEditWorld, directions: Directions, pca: PCABasis, seed: int = 0, num_samples: int = 200) -> list[dict]:
     """Learned directions next to plain PCA and random ones, judged with the true edits."""
     truth = true_edit_tensor(generator)
     candidates = {directions.method: directions, **reference_directions(generator, pca, directions.count, seed)}

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrafeat.errors import UserError
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def seeded_build(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def seeded_build(build: Callable[[], ModuleT], seed: int) -> ModuleT:
     """Build a network whose default random initialisation is drawn with `seed`, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -28,10 +30,13 @@ class Sensor(nn.Module):
     The sensor never trains: its parameters do not require gradients and `train()` keeps it in eval mode.
     """
 
+    mean: torch.Tensor  # [1, 3, 1, 1]
+    std: torch.Tensor  # [1, 3, 1, 1]
+
     def __init__(self, name: str, stage_names: Sequence[str], input_size: int | None, normalize: bool) -> None:
         super().__init__()
         if input_size is not None and input_size < 1:
-            raise UserError(f"--sensor-input-size: expected a positive number of pixels, got {input_size}")
+            raise ValueError(f"input_size {input_size}: expected a positive number of pixels")
         self.name = name
         self.stage_names = tuple(stage_names)
         self.input_size = input_size

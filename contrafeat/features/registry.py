@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from torch import nn
 
@@ -37,13 +37,23 @@ MOBILENET_V2 = Architecture(
 )
 
 
+class SensorSource(Protocol):
+    """What a sensor may read off the generator it serves (a GeneratorLike): its image size and channels."""
+
+    @property
+    def img_resolution(self) -> int: ...
+
+    @property
+    def img_channels(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class SensorRequest:
     """The options of `build_sensor` as one value handed to each builder."""
 
     name: str
     weights: str | Path | None
-    generator: object | None
+    generator: SensorSource | None
     input_size: int | None
     seed: int
     normalize: bool | None
@@ -115,7 +125,7 @@ SENSOR_HELP: dict[str, str] = {
 def build_sensor(
     name: str,
     weights: str | Path | None = None,
-    generator: object | None = None,
+    generator: SensorSource | None = None,
     input_size: int | None = None,
     seed: int = 0,
     normalize: bool | None = None,

@@ -18,7 +18,7 @@ def vgg16_features() -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 3
     for item in LAYOUT:
-        if item == "M":
+        if isinstance(item, str):  # "M"
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=True)]

@@ -48,7 +48,9 @@ def hub_cache_path(weight_file: WeightFile) -> Path:
 def offline_package_path(weight_file: WeightFile) -> Path | None:
     """The file inside its offline package when that package is installed, else None."""
     package = weight_file.offline_package
-    spec = find_spec(package.module) if package is not None else None
+    if package is None:
+        return None
+    spec = find_spec(package.module)
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / package.folder / weight_file.file_name

@@ -1,1 +1,1 @@
-"""Generators: the StyleGAN2 networks, checkpoint formats, and the embedded shapes3d generator."""
+"""Generators: the StyleGAN2 networks and the checkpoint formats."""

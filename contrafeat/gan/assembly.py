@@ -8,14 +8,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from contrafeat.errors import CheckpointError
+from contrafeat.errors import CheckpointError, one_line
 from contrafeat.gan.stylegan2 import Generator
-
-
-def one_line(error: Exception | str, limit: int = 200) -> str:
-    """An exception's text squashed onto one line and shortened."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def few(names: list[str], count: int = 3) -> str:

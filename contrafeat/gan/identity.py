@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from typing import Any, Protocol
 
 import torch
 
@@ -18,7 +19,13 @@ def _config_text(config: object) -> str:
     return json.dumps(config, sort_keys=True, default=str)
 
 
-def generator_identity(generator: torch.nn.Module) -> str:
+class Weighted(Protocol):
+    """Anything with named weights and buffers: a torch.nn.Module, a GeneratorLike."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def generator_identity(generator: Weighted) -> str:
     """Hex digest of the state dict (sorted names, dtypes, shapes, raw bytes) and of `generator.config` if present.
 
     The same weights give the same identity whatever file format they were read from.

@@ -43,6 +43,8 @@ class FullyConnectedLayer(nn.Module):
 class Conv2dLayer(nn.Module):
     """Equalised-lr 2-D convolution with optional FIR down-sampling, bias, activation and output clamp."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,

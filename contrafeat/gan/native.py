@@ -9,8 +9,8 @@ from typing import Any
 import safetensors.torch
 from safetensors import SafetensorError
 
-from contrafeat.errors import CheckpointError
-from contrafeat.gan.assembly import build_generator, finish, load_state, one_line
+from contrafeat.errors import CheckpointError, one_line
+from contrafeat.gan.assembly import build_generator, finish, load_state
 from contrafeat.gan.stylegan2 import Generator
 from contrafeat.io_utils import atomic_replace, atomic_write_text
 

@@ -14,8 +14,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from contrafeat.errors import CheckpointError
-from contrafeat.gan.assembly import build_generator, finish, load_state, note, one_line
+from contrafeat.errors import CheckpointError, one_line
+from contrafeat.gan.assembly import build_generator, finish, load_state, note
 from contrafeat.gan.ops import DEFAULT_FILTER, filter_taps
 from contrafeat.gan.safe_pickle import refused_global
 from contrafeat.gan.stylegan2 import Generator

@@ -11,7 +11,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from contrafeat.gan.interface import WPlusCodes
+from contrafeat.checks import check_shape
+from contrafeat.gan.interface import WPlusCodes, last, rms_normalise, toward_average
 from contrafeat.gan.layers import FullyConnectedLayer, resolution_channels
 from contrafeat.gan.ops import DEFAULT_FILTER, LRELU_GAIN, bias_act, filter_taps, modulated_conv2d, setup_filter, upsample2d
 from contrafeat.gan.stylegan2_discriminator import Discriminator
@@ -19,13 +20,10 @@ from contrafeat.gan.stylegan2_discriminator import Discriminator
 NOISE_MODES = ("const", "random", "none")
 
 
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale each row to unit mean square (StyleGAN's pixel norm of z)."""
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
 class MappingNetwork(nn.Module):
     """z [B, z_dim] -> w [B, w_dim]: 2nd-moment normalisation, then `num_layers` leaky-ReLU FC layers; buffer `w_avg`."""
+
+    w_avg: torch.Tensor
 
     def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, layer_features: int | None = None, lr_multiplier: float = 0.01) -> None:
         super().__init__()
@@ -44,16 +42,18 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """w = MLP(normalise(z)), lerped towards `w_avg` by truncation_psi."""
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have shape [B, {self.z_dim}], got {list(z.shape)}")
-        x = normalize_2nd_moment(z)
+        check_shape(z, ["B", self.z_dim], "z")
+        x = rms_normalise(z, dim=1)
         for index in range(self.num_layers):
             x = getattr(self, f"fc{index}")(x)
-        return self.w_avg.lerp(x, truncation_psi) if truncation_psi != 1 else x
+        return toward_average(self.w_avg, x, truncation_psi)
 
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally up-sampling x2), per-pixel noise, bias, leaky ReLU, clamp."""
+
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor  # only when use_noise
 
     def __init__(
         self,
@@ -123,6 +123,8 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the skip architecture: const input or up-sampling conv0, conv1, and a toRGB added to the image."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -137,7 +139,7 @@ class SynthesisBlock(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        layer_kwargs = dict(w_dim=w_dim, resolution=resolution, use_noise=use_noise, resample_filter=resample_filter, conv_clamp=conv_clamp)
+        layer_kwargs: dict[str, Any] = dict(w_dim=w_dim, resolution=resolution, use_noise=use_noise, resample_filter=resample_filter, conv_clamp=conv_clamp)
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
@@ -146,9 +148,9 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def layers(self) -> list[nn.Module]:
+    def layers(self) -> list[SynthesisLayer | ToRGBLayer]:
         """The style-consuming layers in w order: (conv0,) conv1, torgb."""
-        convs = [self.conv1] if self.in_channels == 0 else [self.conv0, self.conv1]
+        convs: list[SynthesisLayer | ToRGBLayer] = [self.conv1] if self.in_channels == 0 else [self.conv0, self.conv1]
         return convs + [self.torgb]
 
     def forward(self, x, img, ws: torch.Tensor, noise_mode: str, fused_modconv: bool | None):
@@ -198,12 +200,8 @@ class SynthesisNetwork(nn.Module):
         """noise_mode: 'const' (the stored noise maps), 'random' (fresh N(0,1) maps) or 'none'; fused_modconv None = automatic."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
-        img = None
-        for _, img in self.iterate_blocks(ws, noise_mode, fused_modconv):
-            pass
-        return img
+        check_shape(ws, ["B", self.num_ws, self.w_dim], "ws")
+        return last(self.iterate_blocks(ws, noise_mode, fused_modconv))[1]
 
     def iterate_blocks(
         self, ws: torch.Tensor, noise_mode: str = "const", fused_modconv: bool | None = None

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from contrafeat.checks import check_shape
 from contrafeat.gan.layers import Conv2dLayer, FullyConnectedLayer, resolution_channels
 from contrafeat.gan.ops import DEFAULT_FILTER, filter_taps, setup_filter
 
@@ -15,6 +16,8 @@ SKIP_GAIN = math.sqrt(0.5)
 
 class DiscriminatorBlock(nn.Module):
     """Residual block at one resolution: (fromrgb,) conv0, down-sampling conv1, and a 1x1 down-sampling skip."""
+
+    resample_filter: torch.Tensor
 
     def __init__(
         self,
@@ -28,12 +31,11 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        common = dict(resample_filter=resample_filter)
         if in_channels == 0:
-            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp, **common)
-        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp, **common)
-        self.conv1 = Conv2dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp, **common)
-        self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, **common)
+            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp, resample_filter=resample_filter)
+        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, 3, activation="lrelu", conv_clamp=conv_clamp, resample_filter=resample_filter)
+        self.conv1 = Conv2dLayer(tmp_channels, out_channels, 3, activation="lrelu", down=2, conv_clamp=conv_clamp, resample_filter=resample_filter)
+        self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2, resample_filter=resample_filter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features (or, for the first block, the image) at this resolution -> features at half the resolution."""
@@ -70,7 +72,9 @@ class MinibatchStdLayer(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """The 4x4 head: minibatch stddev, conv, fully connected, one logit."""
 
-    def __init__(self, in_channels: int, mbstd_group_size: int | None, mbstd_num_channels: int, conv_clamp: float | None, resample_filter: Sequence[float]) -> None:
+    def __init__(
+        self, in_channels: int, mbstd_group_size: int | None, mbstd_num_channels: int, conv_clamp: float | None, resample_filter: Sequence[float]
+    ) -> None:
         super().__init__()
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp, resample_filter=resample_filter)
@@ -133,8 +137,7 @@ class Discriminator(nn.Module):
     def forward(self, img: torch.Tensor, return_features: bool = False):
         """img [B, C, R, R] in [-1, 1] -> logits [B, 1], or (logits, block outputs from R/2 px down to the 4x4 conv)."""
         expected = (self.img_channels, self.img_resolution, self.img_resolution)
-        if img.ndim != 4 or tuple(img.shape[1:]) != expected:
-            raise ValueError(f"discriminator input must have shape [B, {expected[0]}, {expected[1]}, {expected[2]}], got {list(img.shape)}")
+        check_shape(img, ["B", *expected], "discriminator input")
         features = []
         x = img
         for res in self.block_resolutions:

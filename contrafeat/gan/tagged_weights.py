@@ -10,8 +10,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from contrafeat.errors import UserError
-from contrafeat.gan.assembly import one_line
+from contrafeat.errors import UserError, one_line
 from contrafeat.io_utils import atomic_replace
 
 

@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from contrafeat.editing.edit import finite_number
 from contrafeat.discovery.directions import Directions
+from contrafeat.editing.edit import finite_number
 from contrafeat.errors import UserError
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.viz.images import to_pil
@@ -53,6 +53,7 @@ def _source(query: dict[str, list[str]]) -> tuple[int | None, str | None]:
         if not (upload.isascii() and upload.isalnum() and len(upload) <= MAX_UPLOAD_ID):
             raise UserError(f"upload {upload[:MAX_UPLOAD_ID]!r}: expected the id that the upload answered with")
         return None, upload
+    assert seed_text is not None  # exactly one of the two was given
     if not seed_text.isdigit() or int(seed_text) > MAX_SEED:
         raise UserError(f"seed {seed_text!r}: expected an integer in 0..{MAX_SEED}")
     return int(seed_text), None
@@ -108,7 +109,7 @@ class Editor:
         if seed not in self.seed_codes:
             z = torch.randn(1, self.generator.z_dim, generator=torch.Generator().manual_seed(seed))
             w = self.generator.mapping(z.to(self.generator.w_avg.device))
-            self.seed_codes[seed] = w[:, None, :].repeat(1, self.generator.num_ws, 1)
+            self.seed_codes[seed] = self.generator.broadcast(w)
             if len(self.seed_codes) > SEED_CACHE_SIZE:
                 self.seed_codes.popitem(last=False)
         self.seed_codes.move_to_end(seed)
@@ -119,8 +120,9 @@ class Editor:
         if state.seed is not None:
             base = self._seed_code(state.seed)
         else:
+            assert state.upload is not None  # a state has a seed or an upload
             base = self.uploaded_code(state.upload).to(self.generator.w_avg.device)
-        truncated = self.generator.w_avg.lerp(base, state.psi)
+        truncated = self.generator.truncate(base, state.psi)
         strengths = torch.tensor(state.strengths, dtype=truncated.dtype, device=truncated.device)
         return truncated + torch.einsum("k,klc->lc", strengths, self.scaled_edits)[None]
 

@@ -12,6 +12,7 @@ import torch
 
 from contrafeat.editing.projector import default_loss_network, project
 from contrafeat.errors import UserError
+from contrafeat.features import Sensor
 from contrafeat.gan.interface import GeneratorLike
 
 MAX_PENDING = 2
@@ -59,7 +60,7 @@ class ProjectionJobs:
         self.lock = threading.Lock()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection")
         self.stopping = threading.Event()
-        self.loss_network: torch.nn.Module | None = None
+        self.loss_network: Sensor | None = None
 
     def submit(self, target: torch.Tensor) -> ProjectionJob:
         """Queue the projection of one target image [1, 3, R, R] in [-1, 1]."""

@@ -64,6 +64,7 @@ class EditorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # getsockname() of an AF_INET(6) socket; the stub also allows bytes
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
     def server_close(self) -> None:

@@ -15,7 +15,7 @@ STUDY_METRICS = ("score_fixed", "found_fixed", "true_edit_cos")
 MASK_METRICS = {"loss": "contrast loss (lower is better)", "correct": "share correctly ordered"}
 
 
-def mean_and_std(value: object) -> tuple[float, float]:
+def mean_and_std(value: tuple[float, float] | float | None) -> tuple[float, float]:
     """A table cell as (mean, std): a (mean, std) pair, or a single run's value with std 0."""
     if isinstance(value, tuple):
         return float(value[0]), float(value[1])

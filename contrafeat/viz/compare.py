@@ -11,10 +11,10 @@ from typing import Sequence
 import torch
 
 from contrafeat.discovery.directions import Directions
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, seeded_codes
 from contrafeat.io_utils import atomic_write_text
 from contrafeat.viz.images import image_grid, to_pil
-from contrafeat.viz.traversal import sample_codes, traversal_images
+from contrafeat.viz.traversal import traversal_images
 
 STYLE = (
     "body{font-family:sans-serif;margin:2em} .row{display:flex;flex-wrap:wrap;gap:1.5em} figure{margin:0}"
@@ -47,7 +47,8 @@ def _cell(generator: GeneratorLike, run: ComparedRun, index: int, codes: torch.T
     step = float(directions.steps[index]) * step_multiplier
     images = traversal_images(generator, directions, index, codes, torch.linspace(-step, step, num_steps))
     grid = image_grid(images, columns=num_steps, padding=1)
-    name = f", {html.escape(directions.names[index])}" if directions.names[index] else ""
+    label = directions.names[index]
+    name = f", {html.escape(label)}" if label else ""
     detail = f"step &plusmn;{step:.3g}, layers {directions.dominant_layers(index)}{name}"
     width = grid.shape[-1] * zoom
     return f'<figure><figcaption><b>{caption}</b><br>{detail}</figcaption><img width="{width}" src="{png_data_uri(grid)}"></figure>'
@@ -65,7 +66,7 @@ def write_comparison(
     step_multiplier: float = 1.0,
 ) -> Path:
     """Write `path`: per direction index, every run's traversal grid (rows: samples, columns: -s .. +s)."""
-    codes = sample_codes(generator, num_samples, seed, truncation_psi)
+    codes = seeded_codes(generator, num_samples, seed, truncation_psi)
     zoom = max(1, 128 // generator.img_resolution)
     rows = "".join(
         f"<tr><td>{html.escape(run.label)}</td><td>{html.escape(run.directions.method)}</td><td>{run.directions.count}</td></tr>" for run in runs

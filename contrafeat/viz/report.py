@@ -73,8 +73,12 @@ def write_report(run_dir: Path, tables: Sequence[tuple[str, Sequence[dict]]] = (
         for path in traversals:
             index = int(path.stem.split("_")[1])
             parts.append(f"<h3>direction {index}{meta.get(index, '')}</h3><img src=\"traversals/{path.name}\">")
-    style = "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:1em 0} td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px} img{max-width:100%}"
-    document = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:1em 0} "
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px} img{max-width:100%}"
+    )
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    document = f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>"
     target = run_dir / "report.html"
     atomic_write_text(target, document)
     return target

@@ -6,15 +6,8 @@ from pathlib import Path
 import torch
 
 from contrafeat.discovery.directions import Directions
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import GeneratorLike, seeded_codes
 from contrafeat.viz.images import save_image_grid
-
-
-def sample_codes(generator: GeneratorLike, num_samples: int, seed: int, truncation_psi: float) -> torch.Tensor:
-    """W+ codes [N, L, C] of seeded samples, truncated as asked."""
-    z = torch.randn(num_samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=truncation_psi)
-    return w[:, None, :].repeat(1, generator.num_ws, 1)
 
 
 @torch.no_grad()
@@ -38,7 +31,7 @@ def write_traversals(
 ) -> list[Path]:
     """One PNG per direction, traversal_XX.png, each walking -s..+s with s the suggested step."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    codes = sample_codes(generator, num_samples, seed, truncation_psi)
+    codes = seeded_codes(generator, num_samples, seed, truncation_psi)
     paths = []
     for index in range(directions.count):
         step = float(directions.steps[index]) * step_multiplier

@@ -10,13 +10,13 @@ from contrafeat.gan.interface import GeneratorLike
 
 
 def _build_shapes3d() -> GeneratorLike:
-    from contrafeat.gan.shapes_generator import ShapesGenerator
+    from contrafeat.shapes3d.linear_generator import ShapesGenerator
 
     return ShapesGenerator()
 
 
 def _build_shapes3d_learned() -> GeneratorLike:
-    from contrafeat.gan.learned_shapes_generator import load_learned_world
+    from contrafeat.shapes3d.learned_generator import load_learned_world
 
     return load_learned_world()
 
@@ -30,4 +30,5 @@ def load_generator(spec: str | Path, device: str | torch.device = "cpu") -> Gene
 
     name = str(spec)
     generator = ZOO[name]() if name in ZOO else load_checkpoint(Path(name))
+    assert isinstance(generator, torch.nn.Module)  # every built-in generator and every checkpoint's is one
     return generator.eval().requires_grad_(False).to(device)

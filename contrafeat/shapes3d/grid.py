@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from contrafeat.data.shapes3d_renderer import render
 from contrafeat.errors import UserError
+from contrafeat.shapes3d.renderer import render
 
 FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 FACTOR_SIZES = (10, 10, 10, 8, 4, 15)

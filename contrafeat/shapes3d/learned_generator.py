@@ -8,7 +8,7 @@ architecture); the sum goes through a sigmoid to the six factor levels, which th
 The resolution hierarchy is mirrored by how much each block's output can reach the geometry and the colours
 (BLOCK_GAINS): the coarse blocks speak mostly to scale, shape and orientation, the fine ones mostly to the hues,
 as low resolutions fix a StyleGAN2 image's layout and high ones its colours. Which directions of W move what,
-on which layers, and how that depends on w, is left to the optimiser (`contrafeat.gan.learned_world_training`):
+on which layers, and how that depends on w, is left to the optimiser (`contrafeat.shapes3d.world_training`):
 there are no readout vectors and no layer bands.
 """
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from contrafeat.data.shapes3d import FACTOR_NAMES
-from contrafeat.data.shapes3d_renderer import render
-from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, levels_to_factors
-from contrafeat.gan.interface import WPlusCodes
+from contrafeat.checks import check_shape
+from contrafeat.gan.interface import WPlusCodes, last, rms_normalise, toward_average
 from contrafeat.gan.tagged_weights import load_tagged_weights
+from contrafeat.shapes3d.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, levels_to_factors
+from contrafeat.shapes3d.grid import FACTOR_NAMES
+from contrafeat.shapes3d.renderer import render
 
 Z_DIM = 64
 W_DIM = 64
@@ -62,7 +63,7 @@ class Mapping(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(Z_DIM if index == 0 else W_DIM, W_DIM) for index in range(MAPPING_LAYERS))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        x = rms_normalise(z, dim=1)
         for layer in self.layers:
             x = leaky(layer(x))
         return x
@@ -90,6 +91,8 @@ class StyleLayer(nn.Module):
 class LearnedSynthesis(nn.Module):
     """W+ codes [B, num_ws, w_dim] -> factor levels [B, 6] -> images [B, 3, R, R] in [-1, 1]."""
 
+    gains: torch.Tensor  # [NUM_BLOCKS, 6]
+
     def __init__(self, img_resolution: int = 64, supersample: int = 1, trace_steps: int = 24) -> None:
         super().__init__()
         self.img_resolution, self.supersample, self.trace_steps = img_resolution, supersample, trace_steps
@@ -110,12 +113,8 @@ class LearnedSynthesis(nn.Module):
 
     def levels(self, ws: torch.Tensor) -> torch.Tensor:
         """W+ codes [B, num_ws, w_dim] -> factor levels [B, 6] in (0, 1)."""
-        if ws.ndim != 3 or ws.shape[1:] != (NUM_WS, W_DIM):
-            raise ValueError(f"ws: expected shape [B, {NUM_WS}, {W_DIM}], got {list(ws.shape)}")
-        logits = None
-        for _, logits in self.iterate_blocks(ws):
-            pass
-        return torch.sigmoid(logits)
+        check_shape(ws, ["B", NUM_WS, W_DIM], "ws")
+        return torch.sigmoid(last(self.iterate_blocks(ws))[1])
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         """Images [B, 3, R, R] in [-1, 1]; the world has no per-pixel noise, `noise_mode` is accepted and ignored."""
@@ -127,6 +126,7 @@ class LearnedShapesGenerator(WPlusCodes, nn.Module):
     """z [B, 64] -> w [B, 64] -> W+ [B, 10, 64] -> factor levels [B, 6] -> image [B, 3, R, R] in [-1, 1]."""
 
     factor_names = FACTOR_NAMES
+    w_avg: torch.Tensor  # [w_dim]
 
     def __init__(self, img_resolution: int = 64, supersample: int = 1, trace_steps: int = 24) -> None:
         super().__init__()
@@ -141,7 +141,7 @@ class LearnedShapesGenerator(WPlusCodes, nn.Module):
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z [B, z_dim] -> w [B, w_dim], lerped towards w_avg by truncation_psi."""
         w = self.mapping_network(z)
-        return self.w_avg.lerp(w, truncation_psi) if truncation_psi != 1 else w
+        return toward_average(self.w_avg, w, truncation_psi)
 
     def levels(self, ws: torch.Tensor) -> torch.Tensor:
         """W+ codes [B, num_ws, w_dim] -> factor levels [B, 6] in (0, 1)."""
@@ -159,7 +159,7 @@ class LearnedShapesGenerator(WPlusCodes, nn.Module):
 
     def style_affine_weights(self) -> list[torch.Tensor]:
         """Per W+ layer, the style-affine matrix [hidden, w_dim] that reads it."""
-        return [layer.affine.weight for layer in self.synthesis.layers]
+        return [layer.affine.weight for layer in self.synthesis.layers if isinstance(layer, StyleLayer)]  # every layer is one
 
 
 def load_learned_world(path: Path = DEFAULT_WEIGHTS) -> LearnedShapesGenerator:

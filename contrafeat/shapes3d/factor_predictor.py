@@ -20,13 +20,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from contrafeat.data.shapes3d import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
-from contrafeat.data.shapes3d_renderer import render
+from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
-from contrafeat.evaluation.true_edits import CIRCULAR_FACTORS
-from contrafeat.gan.shapes_generator import ShapesGenerator
 from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
-from contrafeat.resumable import checkpoint_path, run_steps, start_or_resume
+from contrafeat.resumable import checkpoint_path, cosine_step, run_steps, start_or_resume
+from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
+from contrafeat.shapes3d.linear_generator import ShapesGenerator
+from contrafeat.shapes3d.renderer import render
+from contrafeat.shapes3d.truth import CIRCULAR_FACTORS
 
 RESOLUTION = 64
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "shapes3d_factor_cnn.safetensors"
@@ -85,8 +86,7 @@ class FactorCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Images [B, 3, 64, 64] in [-1, 1] -> six logits tensors [B, FACTOR_SIZES[k]]."""
-        if images.ndim != 4 or tuple(images.shape[1:]) != (3, RESOLUTION, RESOLUTION):
-            raise ValueError(f"images: expected shape [B, 3, {RESOLUTION}, {RESOLUTION}] in [-1, 1], got {list(images.shape)}")
+        check_shape(images, ["B", 3, RESOLUTION, RESOLUTION], "images")
         hidden = self.trunk(images)
         return [head(hidden) for head in self.heads]
 
@@ -183,21 +183,14 @@ class PredictorTraining:
         self.step_count = 0
         self.total_steps = config.steps
 
-    def learning_rate(self) -> float:
-        """Cosine decay from the configured rate to 0 over the run."""
-        return self.config.lr * 0.5 * (1.0 + math.cos(math.pi * self.step_count / self.config.steps))
-
     def step(self) -> float:
         """One Adam step on a batch of jittered renders; returns the summed cross-entropy of the six heads."""
         picks = torch.randint(len(self.train_indices), (self.config.batch,), generator=self.rng).numpy()
         values = jittered_values(self.train_indices[picks], self.rng)
         logits = self.model(render_images(values, self.settings))
         loss = sum(F.cross_entropy(head, soft_targets(values[:, column], column)) for column, head in enumerate(logits))
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        assert isinstance(loss, torch.Tensor)  # six heads
+        cosine_step(self.optimizer, loss, self.config.lr, self.step_count, self.config.steps)
         self.step_count += 1
         self.rng_after_step = self.rng.get_state()
         return float(loss.detach())

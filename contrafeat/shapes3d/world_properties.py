@@ -11,19 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from contrafeat.gan.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
-from contrafeat.gan.interface import GeneratorLike
+from contrafeat.gan.interface import MeasurableWorld, StyleAffineGenerator, seeded_codes
+from contrafeat.shapes3d.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
 
 RANK_TOLERANCE = 1e-4
 """Singular values below this fraction of the largest count as zero (span and rank of matrices)."""
 MUTUAL_INFORMATION_BINS = 8
-
-
-def sample_codes(generator: GeneratorLike, count: int, seed: int) -> torch.Tensor:
-    """W+ codes [N, L, C] of `count` samples (w on every layer, no truncation)."""
-    z = torch.randn(count, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        return generator.broadcast(generator.mapping(z))
 
 
 def gradient_consistency(jacobians: torch.Tensor) -> torch.Tensor:
@@ -71,7 +64,7 @@ def span_rank(jacobians: torch.Tensor) -> float:
     return float((singular > RANK_TOLERANCE * singular[:, :1]).sum(dim=1).double().mean())
 
 
-def style_rank(generator: GeneratorLike) -> int:
+def style_rank(generator: StyleAffineGenerator) -> int:
     """Rank of every style-affine matrix stacked along the rows."""
     stacked = torch.cat([weight.detach().double().cpu() for weight in generator.style_affine_weights()])
     singular = torch.linalg.svdvals(stacked)
@@ -90,7 +83,8 @@ def uniformity(levels: np.ndarray) -> np.ndarray:
 def pairwise_dependence(levels: np.ndarray) -> dict[str, float]:
     """The largest |Spearman correlation| and the mean binned mutual information (nats) over pairs of factor levels."""
     ranks = levels.argsort(axis=0).argsort(axis=0).astype(np.float64)
-    correlation = np.corrcoef(ranks.T)
+    correlation = np.corrcoef(ranks.T)  # [6, 6]
+    assert isinstance(correlation, np.ndarray)  # a matrix for more than one variable
     bins = np.clip((levels * MUTUAL_INFORMATION_BINS).astype(int), 0, MUTUAL_INFORMATION_BINS - 1)
     informations = []
     for a, b in itertools.combinations(range(levels.shape[1]), 2):
@@ -99,7 +93,7 @@ def pairwise_dependence(levels: np.ndarray) -> dict[str, float]:
         outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
         nonzero = joint > 0
         informations.append(float((joint[nonzero] * np.log(joint[nonzero] / outer[nonzero])).sum()))
-    off_diagonal = np.abs(correlation[~np.eye(len(correlation), dtype=bool)])
+    off_diagonal = np.abs(correlation[~np.eye(len(correlation), dtype=np.bool_)])
     return {"max_abs_spearman": float(off_diagonal.max()), "mean_mutual_information": float(np.mean(informations))}
 
 
@@ -120,13 +114,13 @@ class WorldProperties:
     colour_fine: float
 
 
-def measure(generator: GeneratorLike, samples: int = 256, marginal_samples: int = 20_000, seed: int = 0) -> WorldProperties:
+def measure(generator: MeasurableWorld, samples: int = 256, marginal_samples: int = 20_000, seed: int = 0) -> WorldProperties:
     """Every property on `samples` codes (gradients) and `marginal_samples` codes (distributions)."""
-    jacobians = level_jacobians(generator, sample_codes(generator, samples, seed))
+    jacobians = level_jacobians(generator, seeded_codes(generator, samples, seed))
     sensitivity = layer_sensitivity(jacobians)
     coarse = coarse_share(sensitivity)
     with torch.no_grad():
-        levels = generator.levels(sample_codes(generator, marginal_samples, seed + 1)).double().numpy()
+        levels = generator.levels(seeded_codes(generator, marginal_samples, seed + 1)).double().numpy()
     reference = np.random.default_rng(seed).random(levels.shape)
     return WorldProperties(
         gradient_consistency=gradient_consistency(jacobians).tolist(),

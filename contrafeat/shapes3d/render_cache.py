@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contrafeat.data import shapes3d_renderer
-from contrafeat.data.shapes3d import NUM_IMAGES, factor_values, index_to_factors, to_uint8
-from contrafeat.data.shapes3d_renderer import render
+from contrafeat.shapes3d import renderer
+from contrafeat.shapes3d.grid import NUM_IMAGES, factor_values, index_to_factors, to_uint8
+from contrafeat.shapes3d.renderer import render
 
 RENDER_BATCH = 256
 
 
 def renderer_version() -> str:
     """A short hash of the renderer's source: a changed renderer never reads images of an old one."""
-    return hashlib.sha1(inspect.getsource(shapes3d_renderer).encode()).hexdigest()[:12]
+    return hashlib.sha1(inspect.getsource(renderer).encode()).hexdigest()[:12]
 
 
 class RenderCache:

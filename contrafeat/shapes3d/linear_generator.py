@@ -6,7 +6,7 @@ of W. Three pairs of factors share a readout vector but read disjoint layer band
 every layer moves both factors of a pair and only the choice of layers separates them. Factors whose
 bands overlap read orthogonal vectors, so every factor has an exact edit that moves it alone
 (`true_edits`), the answer key for evaluation. The synthesis renders the factors with the differentiable
-renderer of `contrafeat.data.shapes3d_renderer`.
+renderer of `contrafeat.shapes3d.renderer`.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import math
 import torch
 from torch import nn
 
-from contrafeat.data.shapes3d import FACTOR_NAMES
-from contrafeat.data.shapes3d_renderer import render
-from contrafeat.gan.factor_levels import levels_to_factors
-from contrafeat.gan.interface import WPlusCodes
+from contrafeat.checks import check_shape
+from contrafeat.gan.interface import WPlusCodes, rms_normalise, toward_average
+from contrafeat.shapes3d.factor_levels import levels_to_factors
+from contrafeat.shapes3d.grid import FACTOR_NAMES
+from contrafeat.shapes3d.renderer import render
 
 Z_DIM = 64
 W_DIM = 64
@@ -58,6 +59,13 @@ class ShapesGenerator(WPlusCodes, nn.Module):
     """z [B, 64] -> w [B, 64] -> W+ [B, 10, 64] -> factors [B, 6] -> image [B, 3, R, R] in [-1, 1]."""
 
     factor_names = FACTOR_NAMES
+    mapping_weights: torch.Tensor  # [MAPPING_LAYERS, w_dim, w_dim]
+    mapping_biases: torch.Tensor  # [MAPPING_LAYERS, w_dim]
+    output_gain: torch.Tensor  # []
+    w_avg: torch.Tensor  # [w_dim]
+    readouts: torch.Tensor  # [6, w_dim]
+    readout_spreads: torch.Tensor  # [6]
+    band_weights: torch.Tensor  # [6, num_ws]
 
     def __init__(self, seed: int = 0, img_resolution: int = 64, supersample: int = 1, trace_steps: int = 24) -> None:
         super().__init__()
@@ -93,7 +101,7 @@ class ShapesGenerator(WPlusCodes, nn.Module):
         self.register_buffer("band_weights", band_weights())
 
     def _map(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        x = rms_normalise(z, dim=1)
         for weight, bias in zip(self.mapping_weights, self.mapping_biases):
             x = nn.functional.leaky_relu(x @ weight.T + bias, 0.2)
         return x * self.output_gain
@@ -101,7 +109,7 @@ class ShapesGenerator(WPlusCodes, nn.Module):
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """z [B, z_dim] -> w [B, w_dim]: pixel norm, 4 leaky-ReLU layers, then truncation towards w_avg."""
         w = self._map(z)
-        return self.w_avg.lerp(w, truncation_psi) if truncation_psi != 1 else w
+        return toward_average(self.w_avg, w, truncation_psi)
 
     def levels(self, ws: torch.Tensor) -> torch.Tensor:
         """W+ codes [B, num_ws, w_dim] -> factor levels [B, 6] in (0, 1): the normal CDF of each standardised readout."""
@@ -118,8 +126,7 @@ class ShapesGenerator(WPlusCodes, nn.Module):
 
         The world has no per-pixel noise: `noise_mode` is accepted for the StyleGAN2 interface and ignored.
         """
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws: expected shape [B, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        check_shape(ws, ["B", self.num_ws, self.w_dim], "ws")
         images = render(self.factors(ws), self.img_resolution, self.supersample, self.trace_steps)
         return images * 2.0 - 1.0
 

@@ -12,64 +12,46 @@ atomic checkpoint, bit for bit.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from contrafeat.errors import UserError
-from contrafeat.gan.factor_levels import level_jacobians
-from contrafeat.gan.learned_shapes_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
 from contrafeat.gan.tagged_weights import save_tagged_weights
-from contrafeat.resumable import checkpoint_path, run_steps, start_or_resume
+from contrafeat.options import COUNT, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, SHARE, Domain, check_settings, option
+from contrafeat.resumable import checkpoint_path, cosine_step, run_steps, start_or_resume
+from contrafeat.shapes3d.factor_levels import level_jacobians
+from contrafeat.shapes3d.learned_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
 
 W_AVG_SAMPLES = 100_000
 DISTANCE_SCALE = 100.0
 """The sliced Wasserstein distance of levels in (0, 1) is small; scaled so that Adam's steps are not dominated by the penalties."""
 
 
-def option(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+CODE_BATCH = Domain(int, 8, MAX_COUNT, "at least 8 codes (the distance compares distributions)")
+DECAY = Domain(float, 0, 1, "a decay in (0, 1]", open_low=True)
 
 
 @dataclass(frozen=True)
 class WorldSettings:
     """Everything a training run of the learned world depends on (the flags of `contrafeat shapes3d train-world`)."""
 
-    steps: int = option(4000, "optimisation steps (cosine learning-rate decay to 0)")
-    batch: int = option(1024, "codes per step")
-    lr: float = option(2e-3, "initial Adam learning rate")
-    mixing: float = option(0.5, "share of the batch whose layers from a random crossover on come from a second code")
-    projections: int = option(64, "random projections of the sliced Wasserstein distance (the six axes are added)")
-    path_weight: float = option(2.0, "weight of the path-length penalty")
-    orthogonal_weight: float = option(2.0, "weight of the orthogonal-Jacobian penalty")
-    regularise_every: int = option(4, "steps between the two penalties (lazy regularisation, weights scaled to match)")
-    path_decay: float = option(0.01, "decay of the path-length running mean")
-    seed: int = option(0, "seed of the initialisation and of every draw")
+    steps: int = option(4000, "optimisation steps (cosine learning-rate decay to 0)", COUNT)
+    batch: int = option(1024, "codes per step", CODE_BATCH)
+    lr: float = option(2e-3, "initial Adam learning rate", POSITIVE)
+    mixing: float = option(0.5, "share of the batch whose layers from a random crossover on come from a second code", SHARE)
+    projections: int = option(64, "random projections of the sliced Wasserstein distance (the six axes are added)", COUNT)
+    path_weight: float = option(2.0, "weight of the path-length penalty", NON_NEGATIVE)
+    orthogonal_weight: float = option(2.0, "weight of the orthogonal-Jacobian penalty", NON_NEGATIVE)
+    regularise_every: int = option(4, "steps between the two penalties (lazy regularisation, weights scaled to match)", COUNT)
+    path_decay: float = option(0.01, "decay of the path-length running mean", DECAY)
+    seed: int = option(0, "seed of the initialisation and of every draw", INDEX)
 
     def validate(self) -> None:
         """Reject values no run can use, naming the flag."""
-        for name in ("steps", "projections", "regularise_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{flag(name)} {getattr(self, name)}: expected a positive integer")
-        if self.batch < 8:
-            raise UserError(f"--batch {self.batch}: expected at least 8 codes (the distance compares distributions)")
-        checks = {
-            "lr": (lambda v: v > 0, "a positive number"),
-            "path_weight": (lambda v: v >= 0, "a number >= 0"),
-            "orthogonal_weight": (lambda v: v >= 0, "a number >= 0"),
-            "mixing": (lambda v: 0 <= v <= 1, "a share in [0, 1]"),
-            "path_decay": (lambda v: 0 < v <= 1, "a decay in (0, 1]"),
-        }
-        for name, (valid, expected) in checks.items():
-            value = getattr(self, name)
-            if not (math.isfinite(value) and valid(value)):
-                raise UserError(f"--{flag(name)} {value}: expected {expected}")
-
-
-def flag(name: str) -> str:
-    return name.replace("_", "-")
+        check_settings(self)
 
 
 def sliced_wasserstein(samples: torch.Tensor, target: torch.Tensor, projections: torch.Tensor) -> torch.Tensor:
@@ -117,11 +99,7 @@ class WorldTraining:
         if self.step_count % settings.regularise_every == 0:
             path, orthogonality = self.regularisers()
             loss = loss + (path * settings.path_weight + orthogonality * settings.orthogonal_weight) * settings.regularise_every
-        for group in self.optimizer.param_groups:
-            group["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * self.step_count / settings.steps))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        cosine_step(self.optimizer, loss, settings.lr, self.step_count, settings.steps)
         self.step_count += 1
         self.rng_after_step = self.rng.get_state()
         return float(distance.detach())

@@ -16,25 +16,26 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from contrafeat.discovery.config import DiscoveryConfig, build_config, save_config
+from contrafeat.discovery.config import EXECUTION_FIELDS, DiscoveryConfig, build_config, save_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import method_spec
+from contrafeat.discovery.registry import method_spec
 from contrafeat.discovery.run import train_run
 from contrafeat.discovery.trainer import CHECKPOINT_FILE
 from contrafeat.evaluation.attribute_scores import build_predictor
 from contrafeat.evaluation.evaluate_run import SCORING_VERSION, EvaluationSettings, fixed_step_scores
-from contrafeat.evaluation.mask_analysis import DEFAULT_SIGMA, run_mask_analysis, summary_table
 from contrafeat.evaluation.true_edits import true_edit_agreement
+from contrafeat.experiments.mask_analysis import DEFAULT_SIGMA, run_mask_analysis, summary_table
 from contrafeat.features import build_sensor
+from contrafeat.gan.interface import has_true_edits
 from contrafeat.io_utils import atomic_write_text, short_hash
 
 RESULT_FILE = "result.json"
-EXECUTION_FIELDS = ("device", "checkpoint_every", "log_every", "micro_batch", "precision", "channels_last", "compile")
 """Config fields that change how a run executes, not what it learns: left out of a cell's fingerprint."""
 
 
 class Cell(Protocol):
-    folder: Path
+    @property
+    def folder(self) -> Path: ...
 
     def fingerprint(self) -> dict[str, Any]: ...
 
@@ -78,10 +79,12 @@ class TrainingCell:
         self.folder.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.folder / "config.yaml")
         trained = train_run(self.config, self.folder, resuming, Runtime(device=torch.device("cpu")), progress=False, verbose=False)
-        directions = trained.directions
+        directions, generator = trained.directions, trained.generator
+        assert directions is not None  # a single process is rank 0, which holds them
+        assert has_true_edits(generator)  # the grid runs on the linear shapes3d world
         directions.save(self.folder)
-        scores = fixed_step_scores(trained.generator, directions, build_predictor("exact", trained.generator), self.evaluation)
-        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_agreement(trained.generator, directions)["true_edit_cos"]}
+        scores = fixed_step_scores(generator, directions, build_predictor("exact", generator), self.evaluation)
+        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_agreement(generator, directions)["true_edit_cos"]}
 
 
 @dataclass(frozen=True)

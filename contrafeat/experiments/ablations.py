@@ -14,14 +14,15 @@ from typing import Any
 
 from contrafeat.discovery.subspace import load_or_compute_pca
 from contrafeat.errors import UserError
-from contrafeat.evaluation.ablation_cells import Cell, MaskCell, TrainingCell, config_of, run_cells
-from contrafeat.evaluation.ablation_studies import MASK_STUDY, TRAINING_STUDIES, StudyContext, Variant
 from contrafeat.evaluation.evaluate_run import EvaluationSettings
-from contrafeat.evaluation.mask_analysis import MODE_TITLES, MODES, PAPER_TABLE8, SETTINGS
 from contrafeat.evaluation.tables import aggregate, mean_std, to_csv, to_markdown
-from contrafeat.gan.zoo import load_generator
+from contrafeat.experiments.cells import Cell, MaskCell, TrainingCell, config_of, run_cells
+from contrafeat.experiments.mask_analysis import MODE_TITLES, MODES, PAPER_TABLE8, SETTINGS
+from contrafeat.experiments.studies import MASK_STUDY, TRAINING_STUDIES, StudyContext, Variant
 from contrafeat.io_utils import atomic_write_text
+from contrafeat.options import COUNT, INDEX, check_settings, option
 from contrafeat.paths import cache_dir
+from contrafeat.zoo import load_generator
 
 GENERATOR = "shapes3d"
 
@@ -31,29 +32,30 @@ class AblationSettings:
     """How much work each variant gets; `quick()` is the ten-minute version."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 250
-    pca_samples: int = 1_000_000
-    eval_samples: int = 500
-    mask_samples: int = 250
+    steps: int = option(250, "training steps per run", COUNT)
+    pca_samples: int = option(1_000_000, "mapped samples of the PCA of W", COUNT)
+    samples: int = option(500, "samples of each attribute-change matrix", COUNT)
+    mask_samples: int = option(250, "samples per factor pair of the mask study", COUNT)
     mask_sensor: str = "mobilenet_v2"
-    jobs: int = 2
-    threads: int = 1
+    jobs: int = option(2, "runs at once", COUNT)
+    job_threads: int = option(1, "torch threads of each run", COUNT)
     alexnet_weights: str | None = None
 
     def validate(self) -> None:
+        """Reject values no suite can use, naming the flag (each field is the `contrafeat ablate` flag of its name)."""
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds {' '.join(map(str, self.seeds))}: expected one or more distinct seeds")
-        for name in ("steps", "pca_samples", "eval_samples", "mask_samples", "jobs", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        for seed in self.seeds:
+            INDEX.check(seed, "seeds")
+        check_settings(self)
         if self.alexnet_weights is not None and not Path(self.alexnet_weights).is_file():
             raise UserError(f"--alexnet-weights {self.alexnet_weights}: file not found; expected torchvision's AlexNet ImageNet weights")
 
     def quick(self) -> AblationSettings:
-        return replace(self, seeds=self.seeds[:1], steps=100, pca_samples=200_000, eval_samples=200, mask_samples=40)
+        return replace(self, seeds=self.seeds[:1], steps=100, pca_samples=200_000, samples=200, mask_samples=40)
 
     def evaluation(self) -> EvaluationSettings:
-        return EvaluationSettings(num_samples=self.eval_samples, distill=None)
+        return EvaluationSettings(num_samples=self.samples, distill=None)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class StudyOutput:
 def training_cells(name: str, settings: AblationSettings, work: Path, context: StudyContext) -> list[tuple[Variant, int, Cell]]:
     """(variant, seed, cell) for every variant of the study at every seed."""
     evaluation = settings.evaluation()
-    cells = []
+    cells: list[tuple[Variant, int, Cell]] = []
     for variant in TRAINING_STUDIES[name].variants(context):
         for seed in settings.seeds:
             config = config_of({"checkpoint": GENERATOR, **variant.overrides}, seed, settings.steps, settings.pca_samples)
@@ -95,8 +97,8 @@ def run_studies(names: list[str], settings: AblationSettings, work: Path, out: P
     masks = mask_cells(settings, work) if MASK_STUDY in names else []
     if planned:
         load_or_compute_pca(generator, cache_dir("pca"), settings.pca_samples, seed=0, progress=progress)
-    unique = masks + list({cell.folder: cell for cells in planned.values() for _, _, cell in cells}.values())
-    results = dict(zip((cell.folder for cell in unique), run_cells(unique, settings.jobs, settings.threads, progress)))
+    unique: list[Cell] = masks + list({cell.folder: cell for cells in planned.values() for _, _, cell in cells}.values())
+    results = dict(zip((cell.folder for cell in unique), run_cells(unique, settings.jobs, settings.job_threads, progress)))
     elapsed = time.perf_counter() - started
     record = {**asdict(settings), "cells": len(unique)}
     outputs = [write_training_study(name, cells, results, record, out) for name, cells in planned.items()]
@@ -139,7 +141,7 @@ def header(title: str, paper: str, record: dict) -> str:
     seeds = ", ".join(map(str, record["seeds"]))
     return (
         f"## {title} (paper {paper})\n\nshapes3d world; seeds {seeds}; {record['steps']} training steps; attribute matrix "
-        f"{record['eval_samples']} samples, truncation 0.5, fixed step 0.5, exact factors; mean ± std over seeds\n"
+        f"{record['samples']} samples, truncation 0.5, fixed step 0.5, exact factors; mean ± std over seeds\n"
     )
 
 

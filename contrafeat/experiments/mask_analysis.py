@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from contrafeat.data.shapes3d import FACTOR_NAMES, FACTOR_VALUES
-from contrafeat.data.shapes3d_renderer import render
-from contrafeat.discovery.losses import feature_changes, masked_similarity
-from contrafeat.errors import UserError
-from contrafeat.evaluation.true_edits import CIRCULAR_FACTORS, FACTOR_RANGES
+from contrafeat.discovery.losses import feature_changes, masked_similarity, tensor_sum
 from contrafeat.features.base import Sensor
+from contrafeat.options import COUNT, Domain
+from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_VALUES
+from contrafeat.shapes3d.renderer import render
+from contrafeat.shapes3d.truth import CIRCULAR_FACTORS, FACTOR_RANGES
 
 SETTINGS = ("Pure", "Mixed")
 MODES = ("pooled", "none", "l2")
@@ -45,6 +45,7 @@ DEFAULT_SIGMA = 0.3
 coordinate) are clearly visible at 64 px, while bases of the edited bounded factors still range over the
 middle 40% of their interval, so that x + v e stays valid for every strength."""
 MAX_SIGMA = 0.5
+SIGMA = Domain(float, 0, math.nextafter(MAX_SIGMA, 0), f"a number in (0, {MAX_SIGMA:g}), in units of each factor's span", open_low=True)
 """An edit of half the span in either direction leaves no room for the base of a bounded factor."""
 RESOLUTION = 64
 SUPERSAMPLE = 1
@@ -78,11 +79,9 @@ class MaskAnalysis:
 
 
 def check_options(samples: int, sigma: float) -> None:
-    """UserError for a sample count below 1 or a sigma outside (0, MAX_SIGMA)."""
-    if samples < 1:
-        raise UserError(f"--samples {samples}: expected at least 1 sample per factor pair")
-    if not 0 < sigma < MAX_SIGMA:
-        raise UserError(f"--sigma {sigma}: expected 0 < sigma < {MAX_SIGMA} (edit strength in units of a factor's span)")
+    """UserError for a sample count below 1 or a sigma outside (0, MAX_SIGMA), naming the flag."""
+    COUNT.check(samples, "samples")
+    SIGMA.check(sigma, "sigma")
 
 
 def draw_pair(a: int, b: int, samples: int, sigma: float, rng: torch.Generator) -> PairDraw:
@@ -123,7 +122,7 @@ def sample_losses(
     changes_q: list[torch.Tensor], changes_p: list[torch.Tensor], changes_n: list[torch.Tensor], mask_mode: str, cos_mode: str
 ) -> torch.Tensor:
     """Per-sample Bi loss sum_l [-S^l(q, p) + S^l(q, n)] -> [B]."""
-    return sum(
+    return tensor_sum(
         -masked_similarity(q, p, mask_mode, cos_mode) + masked_similarity(q, n, mask_mode, cos_mode)
         for q, p, n in zip(changes_q, changes_p, changes_n, strict=True)
     )

@@ -1,1 +1,0 @@
-"""Data: the procedural 3DShapes world."""
