@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -22,7 +23,7 @@ import torch.distributed as dist
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.methods import build_navigator, build_objective, uses_sensor
 from contrafeat.discovery.registry import renders_per_step
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
@@ -32,21 +33,21 @@ from contrafeat.gan.stylegan2 import Generator
 from contrafeat.zoo import load_generator
 
 
-def time_bare(generator, sensor, num_images: int, repeats: int, sensor_only: int = 0) -> float:
-    """Seconds for one forward+backward of generator and sensor on `num_images` codes, plus the sensor alone on
-    `sensor_only` more images (Pt's K prototype patterns, which go through the sensor every step)."""
+def bare_pass(generator, sensor, num_images: int, sensor_only: int = 0) -> Callable[[], float]:
+    """A timer of one forward+backward of the generator on `num_images` codes and of the sensor (None: no sensor) on
+    their images plus `sensor_only` more (Pt's K prototype patterns), in one sensor pass; returns seconds."""
     z = torch.randn(num_images, generator.z_dim, generator=torch.Generator().manual_seed(0))
     ws = generator.broadcast(generator.mapping(z)).requires_grad_(True)
     patterns = torch.zeros(sensor_only, 3, generator.img_resolution, generator.img_resolution, requires_grad=True)
-    timings = []
-    for _ in range(repeats + 1):
+
+    def timed() -> float:
         start = time.perf_counter()
-        features = sensor(generator.synthesis(ws, noise_mode="random"))
-        if sensor_only:
-            features += sensor(torch.tanh(patterns))
-        sum(f.square().mean() for f in features).backward()
-        timings.append(time.perf_counter() - start)
-    return min(timings[1:])
+        images = torch.cat([generator.synthesis(ws, noise_mode="random"), torch.tanh(patterns)])
+        outputs = sensor(images) if sensor is not None else [images]
+        sum(output.square().mean() for output in outputs).backward()
+        return time.perf_counter() - start
+
+    return timed
 
 
 def time_trainer(trainer: Trainer, steps: int, warm_up: bool = True) -> float:
@@ -63,25 +64,35 @@ def time_trainer(trainer: Trainer, steps: int, warm_up: bool = True) -> float:
     return (time.perf_counter() - start) / steps
 
 
+TRAINED_METHODS = ("contra-bi", "contra-pt", "latentclr+att", "recog+att")
+"""One trained method of each objective (the +att variants train the same loss as their plain ones)."""
+
+
 def overhead_table(world: str, pca: PCABasis, steps: int, **overrides) -> None:
-    """Per method: the trainer's steps/s and images/s against one bare generator + sensor pass on as many images
-    (Pt's K prototype patterns through the sensor counted in the bare pass)."""
-    print(f"{world}, {overrides or 'preset values'}")
-    print(f"{'method':10s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
+    """Per method: the trainer's steps/s and images/s against the bare generator + sensor pass on as many images
+    (Pt's K prototype patterns through the sensor counted in the bare pass; no sensor where the method reads none):
+    `steps` trainer steps and bare passes, interleaved, and the ratio of their medians."""
+    print(f"{world}, {overrides or 'preset values'}, {steps} interleaved trainer steps and bare passes (medians)")
+    print(f"{'method':14s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
     for method in TRAINED_METHODS:
         with tempfile.TemporaryDirectory() as folder:
             trainer = build_trainer(method, pca, Path(folder), world=world, **overrides)
-            step_seconds = time_trainer(trainer, steps)
-        images = renders_per_step(trainer.config)
-        prototypes = trainer.navigator.num_directions if hasattr(trainer.objective, "prototypes") else 0
-        bare_seconds = time_bare(trainer.generator, trainer.features.sensor, images, repeats=steps // 4 + 1, sensor_only=prototypes)
+            images = renders_per_step(trainer.config)
+            prototypes = trainer.navigator.num_directions if hasattr(trainer.objective, "prototypes") else 0
+            sensor = trainer.features.sensor if uses_sensor(trainer.config, trainer.generator) else None
+            bare = bare_pass(trainer.generator, sensor, images, sensor_only=prototypes)
+            trainer.train_step()
+            bare()
+            step_times, bare_times = [], []
+            for _ in range(steps):
+                start = time.perf_counter()
+                trainer.train_step()
+                step_times.append(time.perf_counter() - start)
+                bare_times.append(bare())
+        step_seconds, bare_seconds = statistics.median(step_times), statistics.median(bare_times)
         print(
-            f"{method:10s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
+            f"{method:14s} {1 / step_seconds:8.2f} {images / step_seconds:9.1f} {step_seconds:8.3f} {bare_seconds:8.3f} {step_seconds / bare_seconds:8.2f}"
         )
-
-
-TRAINED_METHODS = ("contra-bi", "contra-pt", "latentclr+att", "recog+att")
-"""One trained method of each objective (the +att variants train the same loss as their plain ones)."""
 
 
 def stylegan2_64() -> Generator:

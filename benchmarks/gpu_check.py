@@ -221,9 +221,9 @@ def bare_seconds(trainer: Trainer, repeats: int) -> float:
         start = time.perf_counter()
         with autocast(config.precision, device):
             images = generator.synthesis(codes, noise_mode="random")
-            stages = sensor(images) if sensor is not None else [images]
             if prototypes is not None and sensor is not None:
-                stages = [*stages, *sensor(prototypes.patterns(False))]
+                images = torch.cat([images, prototypes.patterns(False)])  # one sensor pass, as the Pt step makes it
+            stages = sensor(images) if sensor is not None else [images]
             loss = sum(stage.float().square().mean() for stage in stages)
         loss.backward()
         synchronize(device)

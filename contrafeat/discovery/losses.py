@@ -64,14 +64,35 @@ def _similarity(a: torch.Tensor, b: torch.Tensor, mask_mode: str, cos_mode: str,
         a, b = a.mean(dim=(-2, -1)), b.mean(dim=(-2, -1))
         cos = torch.einsum(pair.format("c", ""), F.normalize(a, dim=1, eps=COS_EPS), F.normalize(b, dim=1, eps=COS_EPS))
         return cos.square() if cos_mode == "squared" else cos.abs()
-    cos = torch.einsum(pair.format("chw", "hw"), F.normalize(a, dim=1, eps=COS_EPS), F.normalize(b, dim=1, eps=COS_EPS))
+    unit_a, unit_b = F.normalize(a, dim=1, eps=COS_EPS), F.normalize(b, dim=1, eps=COS_EPS)
+    cos = _all_pairs_cosines(unit_a, unit_b) if all_pairs else torch.einsum(pair.format("chw", "hw"), unit_a, unit_b)
     if mask_mode == "none":
         values = cos.square() if cos_mode == "squared" else cos.abs()
         return values.mean(dim=(-2, -1))
-    mask = torch.einsum(pair.format("hw", "hw"), spatial_mask(a), spatial_mask(b))
+    if all_pairs:
+        mask = spatial_mask(a)[:, None] * spatial_mask(b)[None]  # [B, K, H, W]
+    else:
+        mask = torch.einsum(pair.format("hw", "hw"), spatial_mask(a), spatial_mask(b))
     masked = mask * cos
     values = masked.square() if cos_mode == "squared" else masked.abs()
     return values.sum(dim=(-2, -1)) / (mask.sum(dim=(-2, -1)) + MASK_EPS)
+
+
+BROADCAST_COSINE_LIMIT = 2**22
+"""Largest B * K * C * H * W for which all-pairs cosines are one broadcast multiply-and-sum (fastest on a CPU);
+larger stages take one matmul per position, whose memory stays that of the inputs."""
+
+
+def _all_pairs_cosines(unit_a: torch.Tensor, unit_b: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] and [K, C, H, W] unit vectors -> [B, K, H, W] cosines at every position. Not an einsum: its
+    strided batched matmul copies every position's small matrix on the CPU, which cost Pt's loss half its time."""
+    count, others = unit_a.shape[0], unit_b.shape[0]
+    if count * unit_b.numel() <= BROADCAST_COSINE_LIMIT:
+        return (unit_a[:, None] * unit_b[None]).sum(dim=2)  # [B, K, H, W] from [B, K, C, H, W]
+    height, width = unit_a.shape[-2:]
+    rows = unit_a.flatten(2).permute(2, 0, 1).contiguous()  # [HW, B, C]
+    columns = unit_b.flatten(2).permute(2, 1, 0).contiguous()  # [HW, C, K]
+    return torch.matmul(rows, columns).permute(1, 2, 0).reshape(count, others, height, width)
 
 
 def masked_similarity(a: torch.Tensor, b: torch.Tensor, mask_mode: str = "l2", cos_mode: str = "squared") -> torch.Tensor:
@@ -144,7 +165,8 @@ def pt_loss(
     """
     per_sample: torch.Tensor | int = 0
     for change, phi in zip(change_feats, prototype_feats, strict=True):
-        phi = F.interpolate(phi, size=change.shape[-2:], mode="bilinear", align_corners=False)
+        if phi.shape[-2:] != change.shape[-2:]:  # a same-size bilinear resize is the identity, exactly
+            phi = F.interpolate(phi, size=change.shape[-2:], mode="bilinear", align_corners=False)
         similarities = similarity_matrix(change, phi, mask_mode, cos_mode)
         own = similarities.gather(1, query_index.view(-1, 1).to(similarities.device))[:, 0]
         others = (similarities.sum(dim=1) - own) / (similarities.shape[1] - 1)

@@ -149,11 +149,11 @@ class ContrastPt(Objective, objective="pt"):
     def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
         ws, batch = units[:, 0], units.shape[0]
         query, strength = draws["query"].to(ws.device), draws["strength"].to(ws.device)
-        mirror = bool(draws["mirror"])
-        edited = features.of_codes(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
-        change = feature_changes([f[:batch] for f in edited], [f[batch:] for f in edited])
-        prototype_features = features.of_images(self.prototypes.patterns(mirror))
-        loss = pt_loss(change, prototype_features, query, mask_mode=self.mask, cos_mode=self.cos_mode)
+        images = features.render(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
+        # one sensor pass over the 2B renders and the K prototypes: [2B + K, ...] per stage
+        stages = features.of_images(torch.cat([images, self.prototypes.patterns(bool(draws["mirror"]))]))
+        change = feature_changes([f[:batch] for f in stages], [f[batch : 2 * batch] for f in stages])
+        loss = pt_loss(change, [f[2 * batch :] for f in stages], query, mask_mode=self.mask, cos_mode=self.cos_mode)
         return {"contrast": loss}
 
 
