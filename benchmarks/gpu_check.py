@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from memory_fit import ffhq_generator
 
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.directions import load_directions
@@ -67,7 +68,7 @@ class Sizes:
     overrides: dict[str, Any] = field(default_factory=dict)
     """Discovery options over the ffhq preset (batch, K, subspace, PCA samples)."""
     network: dict[str, Any] = field(default_factory=dict)
-    """Generator widths and dims (empty: FFHQ config-f)."""
+    """Toy generator widths and dims (empty: FFHQ config-f)."""
 
 
 FULL = Sizes(resolutions=(256, 512), fit_resolution=1024, steps=3, overrides={"pca_samples": 4096})
@@ -138,13 +139,13 @@ def set_tf32(enabled: bool | None) -> None:
 
 
 def random_generator(resolution: int, sizes: Sizes, seed: int = 0) -> Generator:
-    """A random-weight StyleGAN2 generator: FFHQ config-f widths (min(32768 / res, 512)) or the toy widths."""
+    """A random-weight StyleGAN2 generator: FFHQ config-f (memory_fit.ffhq_generator) or the toy network of `sizes`."""
+    if not sizes.network:
+        return ffhq_generator(resolution, seed)
     torch.manual_seed(seed)
     network = dict(sizes.network)
-    width = network.pop("width", None)
-    channels = {4 * 2**level: width or min(32768 // (4 * 2**level), 512) for level in range(resolution.bit_length() - 2)}
-    dims = {"z_dim": network.get("z_dim", 512), "w_dim": network.get("w_dim", 512), "mapping_layers": network.get("mapping_layers", 8)}
-    return finish(Generator(channels=channels, **dims))
+    width = network.pop("width")
+    return finish(Generator(channels={4 * 2**level: width for level in range(resolution.bit_length() - 2)}, **network))
 
 
 # ---------------------------------------------------------------- fixtures

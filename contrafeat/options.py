@@ -2,6 +2,7 @@
 values when they come from a file (a YAML config, a settings dataclass), so a flag and its key fail with one line."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -43,8 +44,6 @@ class Domain:
 
     def __call__(self, text: str) -> int | float:
         """argparse's `type`: parse, then refuse what is out of the domain."""
-        import argparse
-
         try:
             value = self.kind(text)
         except ValueError:

@@ -51,7 +51,8 @@ class DiscoveryConfig:
     steps: int = field(default=1500, metadata={"domain": INDEX, "help": "training steps"})
     renders: int | None = field(
         default=None,
-        metadata={"domain": COUNT,
+        metadata={
+            "domain": COUNT,
             "help": "render budget: train ceil(renders / renders per step) steps, to compare methods by generator renders "
             "(images) rather than steps; --steps, when also given, must agree"
         },
@@ -101,7 +102,8 @@ class DiscoveryConfig:
     recog_depth: int = field(default=3, metadata={"domain": COUNT, "help": "Recog: stride-2 residual blocks of the reconstructor"})
     recog_lr: float = field(
         default=1e-3,
-        metadata={"domain": POSITIVE,
+        metadata={
+            "domain": POSITIVE,
             "help": "Recog: learning rate of the reconstructor's own Adam (--lr trains the navigator); the reference's 1e-4 is "
             "for 100k steps and leaves the reconstructor at 0.75 held-out accuracy after 768 steps, 1e-3 reaches 0.95"
         },

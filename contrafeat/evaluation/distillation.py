@@ -22,6 +22,7 @@ from contrafeat.evaluation.shapes3d_truth import Shapes3DSampler, generator_rend
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.io_utils import short_hash
+from contrafeat.options import COUNT, POSITIVE
 
 PAIRS_FOLDER = "pairs"
 """The pair folder inside a distillation work folder."""
@@ -56,13 +57,11 @@ class DistillSettings:
 
     def validate(self) -> None:
         for flag, value in (("--pairs", self.num_pairs), ("--shard-size", self.shard_size), ("--vae-steps", self.vae_steps), ("--vae-batch", self.batch)):
-            if value < 1:
-                raise UserError(f"{flag} {value}: expected a positive integer")
+            COUNT.check(value, flag)
         if self.variant not in VARIANTS:
             raise UserError(f"--vae-variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
-        for flag, number in (("--beta", self.beta), ("--vae-lr", self.lr)):
-            if not 0 < number < float("inf"):
-                raise UserError(f"{flag} {number}: expected a positive finite number")
+        POSITIVE.check(self.beta, "--beta")
+        POSITIVE.check(self.lr, "--vae-lr")
         metric_counts(self.metric_counts, self.metric_fraction)
 
 

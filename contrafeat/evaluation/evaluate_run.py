@@ -11,13 +11,13 @@ from torch import nn
 
 from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.subspace import PCABasis
-from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import AttributePredictor, AttributeScores, ExactFactors, attribute_change_matrix, score_matrix
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration, calibrate_steps
 from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.evaluation.distillation import DistillSettings, distil, truth_metrics
 from contrafeat.evaluation.true_edits import reference_directions, true_edit_agreement
 from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits, seeded_codes
+from contrafeat.options import COUNT, FRACTION, INDEX, POSITIVE
 from contrafeat.shapes3d.truth import TRUE_EDIT_STEP
 
 SCORING_VERSION = 2
@@ -39,14 +39,12 @@ class EvaluationSettings:
     distill: DistillSettings | None = field(default_factory=DistillSettings)
 
     def validate(self) -> None:
-        if not 0 < self.fixed_step < float("inf"):
-            raise UserError(f"--fixed-step {self.fixed_step}: expected a positive finite step")
-        if not 0 < self.calibration_target < float("inf"):
-            raise UserError(f"--calibration-target {self.calibration_target}: expected a positive finite relative feature movement")
-        if self.num_samples < 1:
-            raise UserError(f"--samples {self.num_samples}: expected a positive integer")
-        if not 0 < self.truncation_psi <= 1:
-            raise UserError(f"--truncation {self.truncation_psi}: expected a value in (0, 1]")
+        """The `contrafeat evaluate` flags' domains, for settings built without the parser."""
+        POSITIVE.check(self.fixed_step, "--fixed-step")
+        POSITIVE.check(self.calibration_target, "--calibration-target")
+        COUNT.check(self.num_samples, "--samples")
+        FRACTION.check(self.truncation_psi, "--truncation")
+        INDEX.check(self.seed, "--seed")
         if self.distill is not None:
             self.distill.validate()
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
+from contrafeat.options import COUNT, INDEX, POSITIVE
 from contrafeat.resumable import checkpoint_path, cosine_step, run_steps, start_or_resume
 from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
 from contrafeat.shapes3d.linear_generator import ShapesGenerator
@@ -156,15 +157,11 @@ class TrainingConfig:
     held_out_fraction: float = HELD_OUT_FRACTION
 
     def validate(self) -> None:
-        """UserError for a value training cannot use."""
-        if self.steps < 1:
-            raise UserError(f"steps: expected a positive integer, got {self.steps}")
-        if self.batch < 1:
-            raise UserError(f"batch: expected a positive integer, got {self.batch}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"lr: expected a positive number, got {self.lr}")
-        if self.seed < 0:
-            raise UserError(f"seed: expected a non-negative integer, got {self.seed}")
+        """UserError for a value training cannot use, named by its `contrafeat shapes3d train-predictor` flag."""
+        COUNT.check(self.steps, "steps")
+        COUNT.check(self.batch, "batch")
+        POSITIVE.check(self.lr, "lr")
+        INDEX.check(self.seed, "seed")
         held_out_split(self.held_out_fraction)
 
 
