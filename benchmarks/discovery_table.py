@@ -2,7 +2,7 @@
 
 For each (method, seed): `contrafeat discover` then `contrafeat evaluate` in a subprocess (runs that
 finished earlier are reused, interrupted ones resumed), then mean +- std per method of the attribute
-score and attributes found (fixed and calibrated steps), cosine to the true edits and, through the
+score and attributes found (fixed and calibrated strengths), cosine to the true edits and, through the
 group-VAE distillation, FVM / MIG / DCI; beta-VAE and FactorVAE trained on the images are reference rows.
 Writes discovery_table.csv / .md into --out and prints the Markdown table.
 
@@ -26,6 +26,7 @@ from contrafeat.commands.evaluate_commands import REFERENCE_KINDS
 from contrafeat.discovery.config import DiscoveryConfig, build_config
 from contrafeat.discovery.registry import METHODS, method_spec, renders_per_step
 from contrafeat.discovery.run import check_answer_key
+from contrafeat.discovery.trainer import saved_state
 from contrafeat.errors import UserError
 from contrafeat.evaluation.disentanglement import COUNTS
 from contrafeat.evaluation.distillation import DistillSettings
@@ -103,7 +104,7 @@ def discover_and_evaluate(method: str, seed: int, distill: bool, args: argparse.
     log = args.work / f"{folder.name}.log"
     base = [*CONTRAFEAT, "--threads", str(threads)]
     if not (folder / "directions.json").is_file():
-        if (folder / "checkpoint.pt").is_file():
+        if saved_state(folder) is not None:
             command = [*base, "discover", "--resume", str(folder), "--no-progress"]
         else:
             command = [*base, "discover", "--checkpoint", args.checkpoint, "--method", method, "--seed", str(seed), "--out", str(folder), "--no-progress"]

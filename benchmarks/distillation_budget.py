@@ -1,9 +1,9 @@
 """How much group-VAE training the distillation needs: the truth row's FVM / MIG / DCI against VAE steps, per recipe.
 
 The truth row (the shapes3d world's exact per-factor edits) is the upper bound of the pipeline: pairs of its edits at
-the calibrated steps, a group VAE on them, the metrics on the grid. Each recipe (variant, learning rate, beta, batch,
+the calibrated strengths, a group VAE on them, the metrics on the grid. Each recipe (variant, learning rate, beta, batch,
 pairs) is trained once up to the largest step count, with the metrics measured at every step count on the way (the
-training resumes from its checkpoint between points, so a point is what an uninterrupted run of that length gives).
+training resumes from its training state between points, so a point is what an uninterrupted run of that length gives).
 Every point and its cumulative wall time (pairs + VAE + metrics) go to distillation_budget.csv; the plot to
 distillation_budget.png. Finished points are reused when the script runs again.
 
@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="recipes at once, each in its own process with its share of the cores")
     parser.add_argument("--only-finished", action="store_true", help="run nothing: tabulate and plot the points measured so far (every --counts)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one recipe:seed in this process
-    parser.add_argument("--work", type=Path, default=Path("benchmark_runs/distillation_budget"), help="pairs, checkpoints, points")
+    parser.add_argument("--work", type=Path, default=Path("benchmark_runs/distillation_budget"), help="pairs, training states, points")
     parser.add_argument("--out", type=Path, default=Path("docs/distillation"), help="folder of the CSV and the plot")
     return parser.parse_args()
 
@@ -119,7 +119,7 @@ def run_recipe(recipe: Recipe, seed: int, points: list[int], counts: str, work: 
         started = time.perf_counter()
         model = train_vae(
             "ada-gvae", sample_batch, point, lr=recipe.lr, batch=recipe.batch, beta=recipe.beta, latent_dim=directions.count, seed=seed,
-            progress=False, checkpoint_path=folder / "group_vae.pt", checkpoint_every=10**9,
+            progress=False, state_path=folder / "group_vae.pt", save_every=10**9,
         )
         if timings["step"] < point:
             timings = {**timings, "vae": timings["vae"] + time.perf_counter() - started, "step": point}

@@ -320,7 +320,7 @@ def resume_across_devices(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         checkpoint = save_native(random_generator(sizes.resolutions[0], sizes), root / "generator")
-        options = ["--checkpoint", str(checkpoint), "--sensor", "random-alexnet", "--checkpoint-every", "2", "--noise-mode", "const", "--no-progress"]
+        options = ["--checkpoint", str(checkpoint), "--sensor", "random-alexnet", "--save-every", "2", "--noise-mode", "const", "--no-progress"]
         small = {**sizes.overrides, "batch_size": 4, "num_directions": 3, "subspace_dim": 4}
         options += [f"{flag(key)}={value}" for key, value in small.items()]
         torchrun([*options, "--device", device.type, "--steps", str(steps), "--out", str(root / "straight")])

@@ -23,7 +23,7 @@ SIZES = (None, 96, 128, 160, 224)
 
 
 @torch.no_grad()
-def margin(generator, sensor, pairs: int, step: float, seed: int = 0) -> float:
+def margin(generator, sensor, pairs: int, strength: float, seed: int = 0) -> float:
     """Mean over factors of S(same factor, other code) - S(same code, other factor), summed over stages."""
     rng = torch.Generator().manual_seed(seed)
     truth = true_edit_tensor(generator)
@@ -35,7 +35,7 @@ def margin(generator, sensor, pairs: int, step: float, seed: int = 0) -> float:
     margins = []
     for factor in range(count):
         other = (factor + 1 + torch.randint(count - 1, (pairs,), generator=rng)) % count
-        signs = torch.where(torch.rand(pairs, generator=rng) < 0.5, -1.0, 1.0)[:, None, None] * step
+        signs = torch.where(torch.rand(pairs, generator=rng) < 0.5, -1.0, 1.0)[:, None, None] * strength
         query = feature_changes(sensor(generator.synthesis(w1 + signs * truth[factor])), base1)
         positive = feature_changes(sensor(generator.synthesis(w2 + signs * truth[factor])), base2)
         negative = feature_changes(sensor(generator.synthesis(w2 + signs * truth[other])), base2)
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sensors", default="mobilenet_v2,random-mobilenet_v2,random-alexnet")
     parser.add_argument("--pairs", type=int, default=64)
-    parser.add_argument("--step", type=float, default=0.5)
+    parser.add_argument("--strength", type=float, default=0.5)
     args = parser.parse_args()
     torch.set_num_threads(2)
     generator = load_generator("shapes3d")
@@ -70,7 +70,7 @@ def main() -> None:
         for size in SIZES:
             sensor = build_sensor(name, input_size=size)
             label = "as is" if size is None else str(size)
-            print(f"{name:22s} {label:>6s} {margin(generator, sensor, args.pairs, args.step):8.3f} {cost(sensor, images):14.3f}", flush=True)
+            print(f"{name:22s} {label:>6s} {margin(generator, sensor, args.pairs, args.strength):8.3f} {cost(sensor, images):14.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Small trainings that resume bit for bit: a checkpoint beside the output file while the run is unfinished.
+"""Small trainings that resume bit for bit: a training state beside the output file while the run is unfinished.
 
 A training object has `step_count`, `total_steps`, `step()` (one optimisation step, returns its loss),
 `state_dict()` (the state after the last completed step) and `load_state_dict(state, path)` (which refuses a
-checkpoint made with other settings, naming `path`).
+training state made with other settings, naming `path`).
 """
 from __future__ import annotations
 
@@ -29,40 +29,42 @@ class Resumable(Protocol):
     def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None: ...
 
 
-def checkpoint_path(out: Path) -> Path:
-    """Where a run writing `out` keeps its resumable checkpoint until it finishes."""
-    return out.with_name(out.name + ".checkpoint.pt")
+def state_path(out: Path) -> Path:
+    """Where a run writing `out` keeps its resumable training state until it finishes (or found it under its older name)."""
+    current = out.with_name(out.name + ".state.pt")
+    legacy = out.with_name(out.name + ".checkpoint.pt")
+    return legacy if legacy.is_file() and not current.exists() else current
 
 
-def start_or_resume(training: Resumable, checkpoint: Path, resume: bool) -> None:
-    """Load the checkpoint when resuming; refuse to start over an unfinished run or to resume a missing one."""
+def start_or_resume(training: Resumable, state_file: Path, resume: bool) -> None:
+    """Load the training state when resuming; refuse to start over an unfinished run or to resume a missing one."""
     if not resume:
-        if checkpoint.exists():
-            raise UserError(f"{checkpoint}: an unfinished run exists; pass --resume to continue it or delete the file")
+        if state_file.exists():
+            raise UserError(f"{state_file}: an unfinished run exists; pass --resume to continue it or delete the file")
         return
-    if not checkpoint.is_file():
-        raise UserError(f"{checkpoint}: no checkpoint to resume (it is written while a run is unfinished)")
+    if not state_file.is_file():
+        raise UserError(f"{state_file}: no training state to resume (it is written while a run is unfinished)")
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        training.load_state_dict(state, checkpoint)
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        training.load_state_dict(state, state_file)
     except (OSError, RuntimeError, KeyError, AttributeError, pickle.UnpicklingError) as error:
-        raise UserError(f"{checkpoint}: cannot resume from this checkpoint ({one_line(error)})") from error
+        raise UserError(f"{state_file}: cannot resume from this training state ({one_line(error)})") from error
 
 
-def run_steps(training: Resumable, checkpoint: Path, checkpoint_every: int, progress: bool, description: str) -> None:
-    """Train to `total_steps`, checkpointing every `checkpoint_every` steps and on Ctrl-C."""
-    if checkpoint_every < 1:
-        raise UserError(f"--checkpoint-every {checkpoint_every}: expected a positive integer")
+def run_steps(training: Resumable, state_file: Path, save_every: int, progress: bool, description: str) -> None:
+    """Train to `total_steps`, saving the training state every `save_every` steps and on Ctrl-C."""
+    if save_every < 1:
+        raise UserError(f"--save-every {save_every}: expected a positive integer")
     bar = tqdm(total=training.total_steps, initial=training.step_count, disable=not progress, desc=description, unit="step")
     try:
         while training.step_count < training.total_steps:
             loss = training.step()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-            if training.step_count % checkpoint_every == 0:
-                atomic_torch_save(training.state_dict(), checkpoint)
+            if training.step_count % save_every == 0:
+                atomic_torch_save(training.state_dict(), state_file)
     except KeyboardInterrupt:
-        atomic_torch_save(training.state_dict(), checkpoint)
+        atomic_torch_save(training.state_dict(), state_file)
         raise
     finally:
         bar.close()

@@ -16,12 +16,12 @@ from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import Trainer
 
-TINY = {"batch_size": 8, "num_directions": 3, "subspace_dim": 4, "checkpoint_every": 2, "log_every": 1, "pca_samples": 500}
+TINY = {"batch_size": 8, "num_directions": 3, "subspace_dim": 4, "save_every": 2, "log_every": 1, "pca_samples": 500}
 
 
 @dataclass
 class Job:
-    """Train `method` to `steps` in `run_dirs[rank]` (resuming its checkpoint when `resume`)."""
+    """Train `method` to `steps` in `run_dirs[rank]` (resuming its training state when `resume`)."""
 
     run_dirs: list[Path]
     method: str = "contra-bi"
@@ -45,7 +45,7 @@ def train(job: Job, runtime: Runtime | None = None) -> dict[str, torch.Tensor]:
     if trainer.runtime.is_main:
         trainer.run_dir.mkdir(parents=True, exist_ok=True)
     if job.resume:
-        trainer.load_checkpoint()
+        trainer.load_state()
     trainer.run(progress=False)
     return {**trainer.navigator.state_dict(), **{f"objective.{k}": v for k, v in trainer.objective.state_dict().items()}}
 

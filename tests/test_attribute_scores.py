@@ -1,4 +1,4 @@
-"""The attribute-change matrix, its scores, the predictors and the calibrated steps."""
+"""The attribute-change matrix, its scores, the predictors and the calibrated strengths."""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +15,7 @@ from contrafeat.evaluation.attribute_scores import (
     score_matrix,
     top_two_gap,
 )
-from contrafeat.evaluation.calibration import calibrate_steps
+from contrafeat.evaluation.calibration import calibrate_strengths
 from contrafeat.features import build_sensor
 
 
@@ -104,13 +104,13 @@ def test_bad_predictor_specs_are_user_errors(spec, message):
 def test_calibrated_steps_reach_the_target_movement_even_for_wrapping_hues(shapes):
     directions = true_directions(shapes, rows=[0, 3], extra=[(torch.zeros(shapes.w_dim), torch.full((10,), 0.1))])
     sensor = build_sensor("random-alexnet", generator=shapes)
-    calibration = calibrate_steps(shapes, directions, sensor, target=0.2, num_samples=6, iterations=6)
+    calibration = calibrate_strengths(shapes, directions, sensor, target=0.2, num_samples=6, iterations=6)
     assert calibration.unreached == [2]  # the zero direction moves nothing
     assert calibration.movement[:2].tolist() == pytest.approx([0.2, 0.2], abs=0.02)
-    assert bool((calibration.steps[:2] > 0).all())
-    assert float(calibration.steps[0]) < 0.5  # a hue wraps around at larger steps: the search stops before that
+    assert bool((calibration.strengths[:2] > 0).all())
+    assert float(calibration.strengths[0]) < 0.5  # a hue wraps around at larger steps: the search stops before that
 
 
 def test_calibration_refuses_a_non_positive_target(shapes):
     with pytest.raises(UserError, match="calibration-target"):
-        calibrate_steps(shapes, true_directions(shapes, rows=[0]), build_sensor("random-alexnet", generator=shapes), target=0.0)
+        calibrate_strengths(shapes, true_directions(shapes, rows=[0]), build_sensor("random-alexnet", generator=shapes), target=0.0)

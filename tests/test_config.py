@@ -94,3 +94,10 @@ def test_config_yaml_states_the_render_budget(tmp_path):
     assert (saved["renders"], saved["renders_per_step"], saved["total_renders"]) == (None, 44, 308)
     assert load_config(path) == config  # read back, the budget is derived again, not an option
     assert build_config("shapes3d", path, {}).steps == 7
+
+
+def test_a_config_yaml_from_before_the_rename_reads_the_old_option_names(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("method: recog\nstep_scale: 0.75\ncheckpoint_every: 7\nrecog_shift_weight: 0.5\n")
+    config = build_config("shapes3d", path, {})
+    assert (config.strength_range, config.save_every, config.recog_strength_weight) == (0.75, 7, 0.5)

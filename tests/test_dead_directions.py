@@ -39,12 +39,12 @@ def tiny_edit_direction(shapes) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_a_float_noise_direction_is_dead_scores_zero_and_finds_nothing(shapes):
     directions = true_directions(shapes, rows=[0, 3], extra=[tiny_edit_direction(shapes)])
-    steps = torch.full((3,), 0.5)
+    strengths = torch.full((3,), 0.5)
     codes = seeded_codes(shapes, 16, 0, 0.5)
-    dead, changes = dead_directions(shapes, directions, steps, codes)
+    dead, changes = dead_directions(shapes, directions, strengths, codes)
     assert dead == [2]
     assert 0 < float(changes[2]) < DEAD_FRACTION * float(changes[:2].min())  # noise, yet not an exact zero
-    matrix = attribute_change_matrix(shapes, directions, ExactFactors(shapes), steps, num_samples=64)
+    matrix = attribute_change_matrix(shapes, directions, ExactFactors(shapes), strengths, num_samples=64)
     assert float(matrix[2].max()) > 0  # the factor readout sees the noise too
     counted = score_matrix(matrix)
     assert counted.row_argmax[2] is not None and counted.score > 2 / 3  # counted as an effect without the dead list
@@ -65,7 +65,7 @@ def test_sefa_null_vectors_are_dead_on_the_shapes3d_world(shapes):
     vectors = sefa_basis(shapes)[0].T[:6].float() * shapes.w_dim**0.5  # [6, C]: 3 read axes, then null axes
     directions = Directions(vectors, torch.full((6, shapes.num_ws), 1.0 / shapes.num_ws), torch.ones(6), "sefa", "shapes3d")
     dead, changes = dead_directions(shapes, directions, torch.full((6,), 100.0), seeded_codes(shapes, 8, 0, 0.5))
-    assert dead == [3, 4, 5], changes  # even at a step of 100 the null axes move nothing
+    assert dead == [3, 4, 5], changes  # even at a strength of 100 the null axes move nothing
     assert (image_changes(shapes, directions, torch.full((6,), 0.5), seeded_codes(shapes, 8, 0, 0.5))[:3] > 0.01).all()
 
 

@@ -14,7 +14,7 @@ def make_directions(count: int = 3, layers: int = 4, width: int = 5) -> Directio
     return Directions(
         vectors=torch.randn(count, width, generator=generator),
         attention=torch.softmax(torch.randn(count, layers, generator=generator), dim=1),
-        steps=torch.arange(1, count + 1, dtype=torch.float32),
+        strengths=torch.arange(1, count + 1, dtype=torch.float32),
         method="contra-pt",
         generator_id="abc123",
     )
@@ -48,12 +48,12 @@ def test_save_load_round_trip(tmp_path):
     loaded = load_directions(tmp_path)
     assert torch.equal(loaded.vectors, directions.vectors)
     assert torch.equal(loaded.attention, directions.attention)
-    assert torch.equal(loaded.steps, directions.steps)
+    assert torch.equal(loaded.strengths, directions.strengths)
     assert loaded.names == [None, None, "smile"]
     assert loaded.resolve_index(name="smile") == 2
     meta = json.loads((tmp_path / "directions.json").read_text())
     assert meta["num_ws"] == 4 and meta["w_dim"] == 5 and meta["count"] == 3
-    assert meta["directions"][1]["suggested_step"] == 2.0
+    assert meta["directions"][1]["suggested_strength"] == 2.0
 
 
 def test_dominant_layers_cover_the_mass():
@@ -74,3 +74,14 @@ def test_missing_artefact_and_unknown_name(tmp_path):
         make_directions().resolve_index(name="smile")
     with pytest.raises(UserError, match="0..2"):
         make_directions().resolve_index(index=7)
+
+
+def test_an_artefact_from_before_the_rename_reads_its_steps_as_strengths(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    directions = make_directions()
+    directions.save(tmp_path)
+    tensors = load_file(str(tmp_path / "directions.safetensors"))
+    tensors["steps"] = tensors.pop("strengths")
+    save_file(tensors, str(tmp_path / "directions.safetensors"))
+    assert torch.equal(load_directions(tmp_path).strengths, directions.strengths)

@@ -9,14 +9,14 @@ from contrafeat.discovery.directions import load_directions
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
-TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--checkpoint-every", "2", "--log-every", "1", "--no-progress"]
+TINY = ["--steps", "4", "--batch-size", "4", "--pca-samples", "2000", "--save-every", "2", "--log-every", "1", "--no-progress"]
 TINY += ["--checkpoint", "shapes3d"]
 
 
 def test_discover_writes_a_complete_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["discover", "--out", str(run), *TINY]) == 0
-    for name in ("config.yaml", "pca.safetensors", "checkpoint.pt", "directions.safetensors", "directions.json",
+    for name in ("config.yaml", "pca.safetensors", "training_state.pt", "directions.safetensors", "directions.json",
                  "log.jsonl", "report.html", "attention.png", "loss_curves.png"):
         assert (run / name).is_file(), name
     directions = load_directions(run)

@@ -53,7 +53,7 @@ def tiny_directions() -> Directions:
 
 def settings_of(job: PairJob) -> PairSettings:
     return PairSettings(
-        generator_id="tiny", directions_digest=pairs.directions_digest(tiny_directions()), kept=[0, 2], steps=[1.5, -2.0],
+        generator_id="tiny", directions_digest=pairs.directions_digest(tiny_directions()), kept=[0, 2], strengths=[1.5, -2.0],
         num_pairs=job.num_pairs, shard_size=job.shard_size, seed=11, resolution=16,
     )
 

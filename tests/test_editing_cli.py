@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("offline")
 
 torch.set_num_threads(1)
 
-STEP = 0.5
-"""Suggested step of every direction in the test run."""
+STRENGTH = 0.5
+"""Suggested strength of every direction in the test run."""
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,9 @@ def code(generator):
 
 @pytest.fixture
 def run_dir(tmp_path, generator):
-    """A run folder holding the six true edits (step 0.5) and the default shapes3d config."""
+    """A run folder holding the six true edits (strength 0.5) and the default shapes3d config."""
     folder = tmp_path / "run"
-    true_directions(generator, step=STEP).save(folder)
+    true_directions(generator, strength=STRENGTH).save(folder)
     save_config(build_config("shapes3d"), folder / "config.yaml")
     return folder
 
@@ -89,7 +89,7 @@ def test_parse_strengths_refuses_malformed_specs(spec, message):
 
 
 def test_edit_strip_renders_the_code_at_each_strength(generator, code):
-    directions = true_directions(generator, step=STEP)
+    directions = true_directions(generator, strength=STRENGTH)
     strip = edit_strip(generator, code, directions, 3, [-1.0, 0.0, 2.0])
     expected = torch.cat([generator.synthesis(directions.apply(code, 3, s)) for s in (-1.0, 0.0, 2.0)])
     assert strip.shape == (3, 3, 64, 64)
@@ -143,7 +143,7 @@ def test_edit_writes_a_strip_in_suggested_steps(tmp_path, capsys, generator, cod
     assert strip.shape == (64, 5 * 64, 3)
     directions = load_directions(run_dir)
     for column, multiple in enumerate([-2, -1, 0, 1, 2]):
-        expected = to_uint8(generator.synthesis(directions.apply(code, 3, multiple * STEP))[0]).astype(np.int16)
+        expected = to_uint8(generator.synthesis(directions.apply(code, 3, multiple * STRENGTH))[0]).astype(np.int16)
         assert np.abs(strip[:, column * 64 : (column + 1) * 64] - expected).max() <= 1
 
 
@@ -209,7 +209,7 @@ def test_name_auto_names_the_true_edits_and_marks_an_entangled_one(tmp_path, cap
     edits = generator.true_edits()
     mixed = (edits[4][0], 0.4 * edits[4][1] + 0.6 * edits[2][1])  # the shape vector over the shape and object-hue layers
     folder = tmp_path / "run"
-    true_directions(generator, extra=[mixed], step=STEP).save(folder)
+    true_directions(generator, extra=[mixed], strength=STRENGTH).save(folder)
     save_config(build_config("shapes3d"), folder / "config.yaml")
     status, stdout, err = run_cli(capsys, "name", folder, "--auto")
     assert status == 0

@@ -65,8 +65,8 @@ def test_reference_rows_are_trained_on_the_images(tiny_run, tmp_path, capsys):
     "extra, message",
     [
         (["--samples", "0"], "--samples 0"),
-        (["--fixed-step", "-1"], "--fixed-step"),
-        (["--fixed-step", "nan"], "--fixed-step nan"),
+        (["--fixed-strength", "-1"], "--fixed-strength"),
+        (["--fixed-strength", "nan"], "--fixed-strength nan"),
         (["--predictor", "nonsense"], "--predictor 'nonsense'"),
         (["--metric-fraction", "2"], "--metric-fraction 2"),
         (["--metric-fraction", "nan"], "--metric-fraction nan"),

@@ -17,7 +17,6 @@ from contrafeat.shapes3d.factor_predictor import (
     FORMAT_VERSION,
     GRID_STEPS,
     FactorCNN,
-    checkpoint_path,
     expected_value,
     generator_render_settings,
     held_out_accuracy,
@@ -25,6 +24,7 @@ from contrafeat.shapes3d.factor_predictor import (
     load_factor_predictor,
     render_images,
     soft_targets,
+    state_path,
     train_factor_predictor,
 )
 from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_VALUES
@@ -113,20 +113,20 @@ class InterruptOnCall:
 
 
 def tiny_run(out: Path, resume: bool = False) -> dict[str, float]:
-    return train_factor_predictor(out, steps=5, batch=3, seed=3, resume=resume, progress=False, eval_count=4, checkpoint_every=2)
+    return train_factor_predictor(out, steps=5, batch=3, seed=3, resume=resume, progress=False, eval_count=4, save_every=2)
 
 
 def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight = tmp_path / "straight.safetensors"
     accuracy = tiny_run(straight)
-    assert set(accuracy) == set(FACTOR_NAMES) and not checkpoint_path(straight).exists()
+    assert set(accuracy) == set(FACTOR_NAMES) and not state_path(straight).exists()
 
     resumed = tmp_path / "resumed.safetensors"
     monkeypatch.setattr(factor_predictor, "render_images", InterruptOnCall(at=4))
     with pytest.raises(KeyboardInterrupt):
         tiny_run(resumed)
-    checkpoint = torch.load(checkpoint_path(resumed), weights_only=True)
-    assert checkpoint["step"] == 3 and not resumed.exists()
+    state = torch.load(state_path(resumed), weights_only=True)
+    assert state["step"] == 3 and not resumed.exists()
     with pytest.raises(UserError, match="--resume"):
         tiny_run(resumed)
     assert tiny_run(resumed, resume=True) == accuracy
@@ -134,8 +134,8 @@ def test_interrupted_run_resumes_to_bit_identical_weights(tmp_path: Path, monkey
     expected, got = safetensors.torch.load_file(str(straight)), safetensors.torch.load_file(str(resumed))
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[key], got[key]) for key in expected)
-    assert not checkpoint_path(resumed).exists()
-    with pytest.raises(UserError, match="no checkpoint"):
+    assert not state_path(resumed).exists()
+    with pytest.raises(UserError, match="no training state"):
         tiny_run(resumed, resume=True)
 
 

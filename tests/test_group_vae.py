@@ -180,17 +180,17 @@ def assert_same_state(first, second):
 
 @pytest.mark.parametrize("kind, sampler", [("ada-gvae", sample_pairs), ("factor-vae", sample_images)])
 def test_resume_matches_an_uninterrupted_run(tmp_path, kind, sampler):
-    options = {"latent_dim": LATENT, "batch": 4, "lr": 1e-3, "progress": False, "checkpoint_every": 2}
-    train_vae(kind, sampler, steps=5, checkpoint_path=tmp_path / "straight.pt", **options)
+    options = {"latent_dim": LATENT, "batch": 4, "lr": 1e-3, "progress": False, "save_every": 2}
+    train_vae(kind, sampler, steps=5, state_path=tmp_path / "straight.pt", **options)
 
     def interrupt_at_three(step, terms):
         if step == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_vae(kind, sampler, steps=5, checkpoint_path=tmp_path / "split.pt", on_step=interrupt_at_three, **options)
+        train_vae(kind, sampler, steps=5, state_path=tmp_path / "split.pt", on_step=interrupt_at_three, **options)
     assert torch.load(tmp_path / "split.pt", weights_only=True)["step"] == 3
-    train_vae(kind, sampler, steps=5, checkpoint_path=tmp_path / "split.pt", **options)
+    train_vae(kind, sampler, steps=5, state_path=tmp_path / "split.pt", **options)
 
     straight = torch.load(tmp_path / "straight.pt", weights_only=True)
     resumed = torch.load(tmp_path / "split.pt", weights_only=True)
@@ -199,9 +199,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, kind, sampler):
 
 
 def test_resume_refuses_another_model_kind(tmp_path):
-    options = {"latent_dim": LATENT, "batch": 2, "progress": False, "checkpoint_path": tmp_path / "run.pt"}
+    options = {"latent_dim": LATENT, "batch": 2, "progress": False, "state_path": tmp_path / "run.pt"}
     train_vae("beta-vae", sample_images, steps=1, **options)
-    with pytest.raises(UserError, match="checkpoint_path"):
+    with pytest.raises(UserError, match="state_path"):
         train_vae("ada-gvae", sample_pairs, steps=2, **options)
     with pytest.raises(UserError, match="model_kind"):
         train_vae("vae", sample_images, steps=1, latent_dim=LATENT, progress=False)

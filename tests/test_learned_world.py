@@ -11,7 +11,7 @@ from contrafeat.discovery.latentclr import SynthesisBlockFeatures, has_synthesis
 from contrafeat.errors import UserError
 from contrafeat.gan.interface import seeded_codes
 from contrafeat.gan.tagged_weights import save_tagged_weights
-from contrafeat.resumable import checkpoint_path
+from contrafeat.resumable import state_path
 from contrafeat.shapes3d import world_properties
 from contrafeat.shapes3d.factor_levels import COLOUR_FACTORS, GEOMETRY_FACTORS, level_jacobians
 from contrafeat.shapes3d.learned_generator import DEFAULT_WEIGHTS, NUM_BLOCKS, load_learned_world
@@ -82,16 +82,16 @@ def test_best_linear_edits_are_exact_in_the_linear_world_and_imperfect_in_the_le
 
 def test_a_short_training_resumes_bit_for_bit_and_loads_back(tmp_path):
     straight, split = tmp_path / "straight.safetensors", tmp_path / "split.safetensors"
-    train_world(straight, TINY, checkpoint_every=3, progress=False)
+    train_world(straight, TINY, save_every=3, progress=False)
     training = WorldTraining(TINY)
     for _ in range(3):
         training.step()
-    torch.save(training.state_dict(), checkpoint_path(split))
+    torch.save(training.state_dict(), state_path(split))
     with pytest.raises(UserError, match="an unfinished run exists"):
         train_world(split, TINY, progress=False)
     train_world(split, TINY, progress=False, resume=True)
     a, b = load_learned_world(straight).state_dict(), load_learned_world(split).state_dict()
-    assert all(torch.equal(a[key], b[key]) for key in a) and not checkpoint_path(split).exists()
+    assert all(torch.equal(a[key], b[key]) for key in a) and not state_path(split).exists()
 
 
 def test_training_moves_the_levels_towards_uniform():
@@ -112,8 +112,8 @@ def test_training_moves_the_levels_towards_uniform():
         (["--path-weight", "inf"], "--path-weight inf: expected a number in [0, 1e6]"),
         (["--steps", "0"], "--steps 0: expected a positive integer"),
         (["--batch", "4"], "--batch 4: expected at least 8 codes"),
-        (["--checkpoint-every", "0"], "--checkpoint-every 0: expected a positive integer"),
-        (["--resume"], "no checkpoint to resume"),
+        (["--save-every", "0"], "--save-every 0: expected a positive integer"),
+        (["--resume"], "no training state to resume"),
     ],
 )
 def test_bad_training_options_are_named(tmp_path, capsys, flags, message):
@@ -149,7 +149,7 @@ def test_discover_runs_on_the_learned_world_by_default(tmp_path, capsys):
     assert main(["discover", "--out", str(run), *flags]) == 0
     output = capsys.readouterr().out
     assert "checkpoint: shapes3d-learned" in (run / "config.yaml").read_text()
-    assert "attribute matrix at the fixed step, against plain PCA and random directions" in output
+    assert "attribute matrix at the fixed strength, against plain PCA and random directions" in output
     rows = [line.split() for line in output.splitlines() if line.split()[:1] in (["contra-bi"], ["pca"], ["random"])]
     assert [row[0] for row in rows] == ["contra-bi", "pca", "random"] and all(0 <= float(row[1]) <= 1 for row in rows)
 

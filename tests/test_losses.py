@@ -13,7 +13,7 @@ from contrafeat.discovery.losses import (
     masked_similarity,
     pt_loss,
     sample_bi_indices,
-    sample_steps,
+    sample_strengths,
     similarity_matrix,
     spatial_mask,
 )
@@ -122,10 +122,10 @@ def test_sample_bi_indices_never_pair_a_direction_with_itself():
 
 
 def test_sample_steps_are_uniform_in_the_scaled_range():
-    steps = sample_steps(20_000, torch.Generator().manual_seed(0), scale=2.0)
-    assert float(steps.min()) >= -2.0 and float(steps.max()) <= 2.0
-    assert float(steps.mean()) == pytest.approx(0.0, abs=0.05)
-    assert float(steps.abs().mean()) == pytest.approx(1.0, abs=0.05)
+    strengths = sample_strengths(20_000, torch.Generator().manual_seed(0), scale=2.0)
+    assert float(strengths.min()) >= -2.0 and float(strengths.max()) <= 2.0
+    assert float(strengths.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(strengths.abs().mean()) == pytest.approx(1.0, abs=0.05)
 
 
 def channel_prototypes(size: int = 4) -> torch.Tensor:

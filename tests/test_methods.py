@@ -11,7 +11,7 @@ from contrafeat.cli import build_parser
 from contrafeat.discovery.config import DiscoveryConfig, build_config
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
 from contrafeat.discovery.methods import build_navigator, build_objective, latentclr_source, uses_sensor
-from contrafeat.discovery.objectives import MIN_SHIFT_FRACTION, FeatureSource, LatentCLR, Recog
+from contrafeat.discovery.objectives import MIN_STRENGTH_FRACTION, FeatureSource, LatentCLR, Recog
 from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.errors import UserError
@@ -31,7 +31,7 @@ def test_discover_help_lists_every_method():
 
 def test_per_method_settings():
     latentclr = build_config("shapes3d", None, {"method": "latentclr"})
-    assert (latentclr.lr, latentclr.step_scale, latentclr.diversity_weight) == (0.01, 0.5, 0.0)
+    assert (latentclr.lr, latentclr.strength_range, latentclr.diversity_weight) == (0.01, 0.5, 0.0)
     assert (latentclr.attention, latentclr.batch_size, latentclr.cos_mode) == ("none", 4, "abs")
     recog = build_config("shapes3d", None, {"method": "recog+att"})
     assert (recog.attention, recog.lr, recog.batch_size, recog.recog_lr) == ("softmax", 0.01, 8, 1e-3)
@@ -173,23 +173,23 @@ def test_latentclr_objective_trains_directions_and_attention_on_generator_featur
 
 def test_recog_objective_trains_the_navigator_and_the_reconstructor():
     terms, navigator, objective = gradients_of("recog", TinyGenerator(), None)
-    assert isinstance(objective, Recog) and set(terms) == {"recognition", "shift"}
+    assert isinstance(objective, Recog) and set(terms) == {"recognition", "strength"}
     assert 0 < terms["recognition"].item() < 5
     assert navigator.direction_branch.coefficients.grad.abs().sum() > 0
     assert all(p.grad is not None for p in objective.reconstructor.parameters())
-    logits, steps = objective.reconstructor(torch.zeros(5, 3, 16, 16), torch.zeros(5, 3, 16, 16))
-    assert logits.shape == (5, 3) and steps.shape == (5,)
+    logits, strengths = objective.reconstructor(torch.zeros(5, 3, 16, 16), torch.zeros(5, 3, 16, 16))
+    assert logits.shape == (5, 3) and strengths.shape == (5,)
     parameters, lr = objective.own_optimisers()["reconstructor"]
     assert lr == DiscoveryConfig.recog_lr == 1e-3 and {id(p) for p in parameters} == {id(p) for p in objective.reconstructor.parameters()}
 
 
-def test_recog_draws_no_shift_too_small_to_tell():
+def test_recog_draws_no_strength_too_small_to_tell():
     recog = build_objective(tiny_config("recog"), TinyGenerator())
     draws = recog.draw(20_000, 3, torch.Generator().manual_seed(0))
-    magnitude, minimum = draws["strength"].abs(), MIN_SHIFT_FRACTION * recog.step_scale
-    assert recog.step_scale == 0.5 and minimum == pytest.approx(0.5 / 12)
-    assert magnitude.min() >= minimum and magnitude.max() <= recog.step_scale
-    assert (magnitude == minimum).float().mean().item() == pytest.approx(MIN_SHIFT_FRACTION, abs=0.01)  # the raised share
+    magnitude, minimum = draws["strength"].abs(), MIN_STRENGTH_FRACTION * recog.strength_range
+    assert recog.strength_range == 0.5 and minimum == pytest.approx(0.5 / 12)
+    assert magnitude.min() >= minimum and magnitude.max() <= recog.strength_range
+    assert (magnitude == minimum).float().mean().item() == pytest.approx(MIN_STRENGTH_FRACTION, abs=0.01)  # the raised share
     assert (draws["strength"] < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert set(draws["index"].tolist()) == {0, 1, 2}
 

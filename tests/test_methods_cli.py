@@ -22,7 +22,7 @@ def test_method_runs_from_the_cli(tmp_path, capsys, method):
     for name in ("config.yaml", "pca.safetensors", "directions.safetensors", "directions.json", "report.html", "attention.png"):
         assert (run / name).is_file(), name
     directions = load_directions(run)
-    assert directions.method == method and directions.count == 2 and (directions.steps > 0).all()
+    assert directions.method == method and directions.count == 2 and (directions.strengths > 0).all()
     assert (directions.vectors.square().mean(dim=1) - 1).abs().max() < 1e-4
     uniform = bool(directions.attention.std(dim=1).max() < 1e-7)
     assert uniform == (METHODS[method].attention == "none")
@@ -33,7 +33,7 @@ def test_method_runs_from_the_cli(tmp_path, capsys, method):
     if trains:
         assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2]
     else:
-        assert "nothing is trained" in captured.err and not (run / "checkpoint.pt").exists()
+        assert "nothing is trained" in captured.err and not (run / "training_state.pt").exists()
 
 
 def test_latentclr_says_where_its_features_come_from(tmp_path, capsys):
@@ -55,14 +55,14 @@ def test_truth_writes_the_worlds_exact_edits_as_an_ordinary_run(tmp_path, capsys
     assert main(["discover", "--method", "truth", "--out", str(run), *TINY]) == 0
     for name in ("config.yaml", "pca.safetensors", "directions.safetensors", "directions.json", "report.html", "attention.png"):
         assert (run / name).is_file(), name
-    assert not (run / "checkpoint.pt").exists() and "nothing is trained" in capsys.readouterr().err
+    assert not (run / "training_state.pt").exists() and "nothing is trained" in capsys.readouterr().err
     directions = load_directions(run)
     world = load_generator("shapes3d")
     assert directions.count == 6 and directions.method == "truth"
     assert directions.names == list(world.factor_names)
     for index, (vector, weights) in enumerate(world.true_edits()):
         assert torch.allclose(directions.vectors[index], vector) and torch.allclose(directions.attention[index], weights)
-    assert (directions.steps > 0).all()
+    assert (directions.strengths > 0).all()
     assert len(list((run / "traversals").glob("traversal_*.png"))) == 6
 
 

@@ -38,20 +38,20 @@ def test_keep_distinct_drops_dead_and_repeated_directions():
 
 def test_a_copy_of_a_true_edit_is_dropped_and_the_six_edits_kept(shapes):
     scale_vector, scale_weights = shapes.true_edits()[3]
-    directions = true_directions(shapes, step=0.3, extra=[(-scale_vector, scale_weights)])
+    directions = true_directions(shapes, strength=0.3, extra=[(-scale_vector, scale_weights)])
     sensor = build_sensor("random-alexnet", generator=shapes)
-    assert distinct_directions(shapes, directions, sensor, directions.steps, num_samples=12) == [0, 1, 2, 3, 4, 5]
+    assert distinct_directions(shapes, directions, sensor, directions.strengths, num_samples=12) == [0, 1, 2, 3, 4, 5]
 
 
 def settings_for(shapes, directions: Directions, num_pairs: int = 20, shard_size: int = 8) -> PairSettings:
     return PairSettings(
         generator_id="shapes3d", directions_digest=directions_digest(directions), kept=[1, 3, 5],
-        steps=[0.2, 0.4, 0.3], num_pairs=num_pairs, shard_size=shard_size, seed=7,
+        strengths=[0.2, 0.4, 0.3], num_pairs=num_pairs, shard_size=shard_size, seed=7,
     )
 
 
 def test_pairs_are_written_in_shards_and_resume_to_identical_files(tmp_path, shapes):
-    directions = true_directions(shapes, step=0.3)
+    directions = true_directions(shapes, strength=0.3)
     settings = settings_for(shapes, directions)
     write_pairs(tmp_path, shapes, directions, settings, progress=False)
     shards = sorted(tmp_path.glob("pairs-*.npz"))
@@ -73,7 +73,7 @@ def test_pairs_are_written_in_shards_and_resume_to_identical_files(tmp_path, sha
 
 
 def test_pair_images_differ_in_the_labelled_factor_only(tmp_path, shapes):
-    directions = true_directions(shapes, step=0.3)
+    directions = true_directions(shapes, strength=0.3)
     write_pairs(tmp_path, shapes, directions, settings_for(shapes, directions, num_pairs=6, shard_size=6), progress=False)
     dataset = PairDataset(tmp_path)
     changed = (dataset.first.float() - dataset.second.float()).abs().mean(dim=(1, 2, 3))
@@ -81,15 +81,26 @@ def test_pair_images_differ_in_the_labelled_factor_only(tmp_path, shapes):
 
 
 def test_a_pair_folder_is_never_mixed_with_other_settings(tmp_path, shapes):
-    directions = true_directions(shapes, step=0.3)
+    directions = true_directions(shapes, strength=0.3)
     write_pairs(tmp_path, shapes, directions, settings_for(shapes, directions, num_pairs=4, shard_size=4), progress=False)
     with pytest.raises(UserError, match="num_pairs"):
         write_pairs(tmp_path, shapes, directions, settings_for(shapes, directions, num_pairs=5, shard_size=4), progress=False)
     assert json.loads((tmp_path / "pairs.json").read_text())["num_pairs"] == 4
 
 
+def test_a_pair_folder_from_before_the_rename_is_resumed_with_its_steps_as_strengths(tmp_path, shapes):
+    directions = true_directions(shapes, strength=0.3)
+    settings = settings_for(shapes, directions, num_pairs=4, shard_size=4)
+    write_pairs(tmp_path, shapes, directions, settings, progress=False)
+    stored = json.loads((tmp_path / "pairs.json").read_text())
+    stored["steps"] = stored.pop("strengths")
+    (tmp_path / "pairs.json").write_text(json.dumps(stored))
+    write_pairs(tmp_path, shapes, directions, settings, progress=False)  # same settings: accepted
+    assert PairDataset(tmp_path).settings == settings
+
+
 def test_an_unfinished_pair_folder_names_the_missing_shard(tmp_path, shapes):
-    directions = true_directions(shapes, step=0.3)
+    directions = true_directions(shapes, strength=0.3)
     write_pairs(tmp_path, shapes, directions, settings_for(shapes, directions, num_pairs=8, shard_size=4), progress=False)
     (tmp_path / SHARD_PATTERN.format(0)).unlink()
     with pytest.raises(UserError, match="pairs-00000.npz is missing"):

@@ -10,18 +10,18 @@ import pytest
 import torch
 
 from contrafeat.discovery.config import build_config
-from contrafeat.discovery.losses import sample_steps
+from contrafeat.discovery.losses import sample_strengths
 from contrafeat.discovery.objectives import Recog
 from contrafeat.shapes3d.linear_generator import ShapesGenerator
 from contrafeat.shapes3d.truth import true_edit_tensor
 
 HELD_OUT = 128
-MIN_STEP = 0.15
+MIN_STRENGTH = 0.15
 
 
 @pytest.fixture(scope="module")
 def pairs() -> tuple[torch.Tensor, ...]:
-    """640 pairs (image, image after true edit k at step s), k and s; the last HELD_OUT are held out."""
+    """640 pairs (image, image after true edit k at strength s), k and s; the last HELD_OUT are held out."""
     generator = ShapesGenerator(img_resolution=32).eval()
     edits = true_edit_tensor(generator)
     config = build_config("shapes3d", None, {"method": "recog"})
@@ -30,7 +30,7 @@ def pairs() -> tuple[torch.Tensor, ...]:
     w = generator.mapping(torch.randn(count, generator.z_dim, generator=rng))
     ws = generator.broadcast(w)
     index = torch.randint(edits.shape[0], (count,), generator=rng)
-    strength = sample_steps(count, rng, config.step_scale)
+    strength = sample_strengths(count, rng, config.strength_range)
     with torch.no_grad():
         images = generator.synthesis(ws)
         edited = generator.synthesis(ws + strength[:, None, None] * edits[index])
@@ -38,10 +38,10 @@ def pairs() -> tuple[torch.Tensor, ...]:
 
 
 def train_and_score(pairs, train_count: int, epochs: int) -> float:
-    """Held-out accuracy on steps of at least MIN_STEP."""
+    """Held-out accuracy on strengths of at least MIN_STRENGTH."""
     images, edited, index, strength = pairs
     config = build_config("shapes3d", None, {"method": "recog"})
-    recog = Recog(6, config.step_scale, config.recog_shift_weight, config.recog_width, config.recog_depth, 0, config.recog_lr)
+    recog = Recog(6, config.strength_range, config.recog_strength_weight, config.recog_width, config.recog_depth, 0, config.recog_lr)
     parameters, lr = recog.own_optimisers()["reconstructor"]
     optimiser = torch.optim.Adam(parameters, lr=lr, betas=(config.beta1, config.beta2))
     order = torch.Generator().manual_seed(1)
@@ -53,7 +53,7 @@ def train_and_score(pairs, train_count: int, epochs: int) -> float:
             optimiser.step()
     with torch.no_grad():
         logits, _ = recog.reconstructor(images[-HELD_OUT:], edited[-HELD_OUT:])
-    visible = strength[-HELD_OUT:].abs() >= MIN_STEP
+    visible = strength[-HELD_OUT:].abs() >= MIN_STRENGTH
     correct = logits.argmax(dim=1) == index[-HELD_OUT:]
     return float(correct[visible].float().mean())
 

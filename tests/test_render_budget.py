@@ -9,7 +9,7 @@ from contrafeat.discovery import run as run_module
 from contrafeat.discovery.config import build_config, save_config
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.registry import METHODS, renders_per_step
-from contrafeat.discovery.trainer import CHECKPOINT_FILE
+from contrafeat.discovery.trainer import STATE_FILE
 from contrafeat.errors import UserError
 from contrafeat.zoo import load_generator
 
@@ -64,7 +64,7 @@ def test_a_resumed_run_takes_a_new_render_budget(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     save_config(build_config("shapes3d", None, {"method": "contra-bi", "renders": 1000}), run / "config.yaml")
-    (run / CHECKPOINT_FILE).write_bytes(b"")
+    (run / STATE_FILE).write_bytes(b"")
     assert yaml.safe_load((run / "config.yaml").read_text())["total_renders"] == 1000  # 40 steps of 25
     config, _, resuming = _read_run(build_parser().parse_args(["discover", "--resume", str(run), "--renders", "2000"]))
     assert (config.renders, config.steps, resuming) == (2000, 80, True)

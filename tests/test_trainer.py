@@ -1,4 +1,4 @@
-"""The discovery loop: learning happens only in the navigator, checkpoints resume bit-exactly."""
+"""The discovery loop: learning happens only in the navigator, training states resume bit-exactly."""
 import json
 
 import pytest
@@ -8,7 +8,7 @@ from tiny_world import TinyGenerator, TinySensor
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
-from contrafeat.discovery.trainer import CHECKPOINT_FILE, Trainer, sample_start_codes
+from contrafeat.discovery.trainer import LEGACY_STATE_FILE, STATE_FILE, Trainer, sample_start_codes
 from contrafeat.errors import UserError
 
 
@@ -17,7 +17,7 @@ def make_trainer(run_dir, method="contra-pt", steps=6, **overrides):
         "shapes3d",
         None,
         {"method": method, "steps": steps, "batch_size": 4, "num_directions": 3, "subspace_dim": 4,
-         "checkpoint_every": 2, "log_every": 1, "pca_samples": 500, "noise_mode": "random", **overrides},
+         "save_every": 2, "log_every": 1, "pca_samples": 500, "noise_mode": "random", **overrides},
     )
     generator = TinyGenerator()
     pca = compute_pca(generator, num_samples=500, batch_size=250, progress=False)
@@ -38,7 +38,7 @@ def test_resume_is_bit_exact(tmp_path, method):
     first_half = make_trainer(tmp_path / "split", method, steps=3)
     first_half.run(progress=False)
     resumed = make_trainer(tmp_path / "split", method, steps=6)
-    resumed.load_checkpoint()
+    resumed.load_state()
     assert resumed.step == 3
     resumed.run(progress=False)
 
@@ -65,20 +65,20 @@ def test_recog_trains_its_reconstructor_with_its_own_adam_and_resumes_both(tmp_p
     assert {id(p) for group in main.param_groups for p in group["params"]} == {id(p) for p in trainer.navigator.parameters()}
     trainer.run(progress=False)
 
-    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
     assert set(state["optimizers"]) == {"main", "reconstructor"} and all(saved["state"] for saved in state["optimizers"].values())
     resumed = make_trainer(tmp_path, "recog+att", steps=2, recog_lr=3e-4)
-    resumed.load_checkpoint()
+    resumed.load_state()
     for name, optimizer in trainer.optimizers.items():
         assert_same_optimiser_state(optimizer.state_dict(), resumed.optimizers[name].state_dict())
 
     del state["optimizers"]["reconstructor"]
-    torch.save(state, tmp_path / CHECKPOINT_FILE)
+    torch.save(state, tmp_path / STATE_FILE)
     with pytest.raises(UserError, match="holds the optimiser\\(s\\) main, this run trains with main, reconstructor"):
-        make_trainer(tmp_path, "recog+att", steps=2).load_checkpoint()
+        make_trainer(tmp_path, "recog+att", steps=2).load_state()
 
 
-def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+def test_interrupt_saves_a_training_state_that_resumes_exactly(tmp_path, monkeypatch):
     (tmp_path / "straight").mkdir()
     straight = make_trainer(tmp_path / "straight", steps=5)
     straight.run(progress=False)
@@ -97,7 +97,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch
         killed.run(progress=False)
     monkeypatch.setattr(Trainer, "train_step", original_step)
     resumed = make_trainer(tmp_path / "killed", steps=5)
-    resumed.load_checkpoint()
+    resumed.load_state()
     assert resumed.step == 3
     resumed.run(progress=False)
     for name, value in parameters(straight).items():
@@ -131,4 +131,25 @@ def test_directions_artefact_from_the_trainer(tmp_path):
     directions = trainer.directions()
     assert directions.vectors.shape == (3, 6) and directions.attention.shape == (3, 4)
     assert torch.allclose(directions.vectors.square().mean(1), torch.ones(3), atol=1e-5)
-    assert torch.all(directions.steps > 0)
+    assert torch.all(directions.strengths > 0)
+
+
+def test_a_run_folder_from_before_the_rename_resumes_and_is_saved_under_the_new_names(tmp_path):
+    """checkpoint.pt with the reconstructor's `step_head` keys: resumed exactly, then replaced by training_state.pt."""
+    trainer = make_trainer(tmp_path, "recog+att", steps=2)
+    trainer.run(progress=False)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    heads = [key for key in state["objective"] if ".strength_head." in key]
+    assert heads
+    for key in heads:
+        state["objective"][key.replace(".strength_head.", ".step_head.")] = state["objective"].pop(key)
+    torch.save(state, tmp_path / LEGACY_STATE_FILE)
+    (tmp_path / STATE_FILE).unlink()
+
+    resumed = make_trainer(tmp_path, "recog+att", steps=3)
+    resumed.load_state()
+    assert resumed.step == 2
+    for name, value in parameters(trainer).items():
+        assert torch.equal(value, parameters(resumed)[name]), name
+    resumed.run(progress=False)
+    assert (tmp_path / STATE_FILE).is_file() and not (tmp_path / LEGACY_STATE_FILE).exists()

@@ -89,7 +89,7 @@ def test_page_and_info(server, run: Path) -> None:
     assert status == 200
     assert [d["label"] for d in info["directions"]] == ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
     assert [d["dominant_layers"] for d in info["directions"]] == [[8, 9], [7, 8], [4, 5, 6], [3, 4], [0, 1], [0, 1, 2]]
-    assert {d["suggested_step"] for d in info["directions"]} == {0.5}
+    assert {d["suggested_strength"] for d in info["directions"]} == {0.5}
     assert (info["resolution"], info["num_ws"], info["w_dim"]) == (64, 10, 64)
     assert (info["project_steps"], info["max_upload_bytes"], info["slider_range"]) == (PROJECT_STEPS, 2**20, 3.0)
 
@@ -106,7 +106,7 @@ def test_strengths_move_the_picture_along_the_edits(server, generator) -> None:
     _, _, edited = get(server, "/api/render.png?seed=3&psi=1&s=0,0,0,2,0,-1")
     vector_scale, weights_scale = generator.true_edits()[3]
     vector_turn, weights_turn = generator.true_edits()[5]
-    # strengths are in suggested steps (0.5 here)
+    # strengths are multiples of the suggested strengths (0.5 here)
     ws = seed_code(generator, 3) + 1.0 * weights_scale[None, :, None] * vector_scale - 0.5 * weights_turn[None, :, None] * vector_turn
     assert not np.array_equal(pixels(still), pixels(edited))
     np.testing.assert_array_equal(pixels(edited), expected_pixels(generator, ws))

@@ -29,10 +29,10 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, help_text: st
 
 
 def add_traversal_options(parser: argparse.ArgumentParser, samples: int) -> None:
-    """--samples, --frames, --step-multiplier, --seed: the shape of traversal grids."""
+    """--samples, --frames, --strength-multiplier, --seed: the shape of traversal grids."""
     parser.add_argument("--samples", type=COUNT, default=samples, help="rows of each grid")
     parser.add_argument("--frames", type=COUNT, default=7, help="columns of each grid")
-    parser.add_argument("--step-multiplier", type=POSITIVE, default=1.0, help="scales the suggested step of every direction")
+    parser.add_argument("--strength-multiplier", type=POSITIVE, default=1.0, help="scales the suggested strength of every direction")
     parser.add_argument("--seed", type=INDEX, default=0, help="seed of the samples (the same for every run compared)")
 
 

@@ -47,7 +47,7 @@ def run_compare(args: argparse.Namespace) -> int:
     generator = load_generator(checkpoint)
     check_generator_match(runs[0].directions, generator, checkpoint, args.force)
     page = write_comparison(
-        generator, runs, args.out, num_samples=args.samples, num_steps=args.frames, seed=args.seed, step_multiplier=args.step_multiplier
+        generator, runs, args.out, num_samples=args.samples, num_frames=args.frames, seed=args.seed, strength_multiplier=args.strength_multiplier
     )
     print(f"comparison: {page}", file=sys.stderr)
     return 0

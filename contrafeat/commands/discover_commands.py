@@ -30,7 +30,7 @@ from contrafeat.discovery.precision import check_precision
 from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
-from contrafeat.discovery.trainer import CHECKPOINT_FILE
+from contrafeat.discovery.trainer import STATE_FILE, saved_state
 from contrafeat.errors import UserError
 from contrafeat.evaluation.evaluate_run import attribute_comparison
 from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
@@ -110,8 +110,8 @@ def _read_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
     if args.resume is None:
         return build_config(args.preset, args.config, overrides), args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), False
     run_dir = args.resume
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / CHECKPOINT_FILE).is_file():
-        raise UserError(f"--resume {run_dir}: expected a run folder with config.yaml and {CHECKPOINT_FILE}")
+    if not (run_dir / "config.yaml").is_file() or saved_state(run_dir) is None:
+        raise UserError(f"--resume {run_dir}: expected a run folder with config.yaml and {STATE_FILE}")
     config = load_config(run_dir / "config.yaml")
     changed = [name for name, value in overrides.items() if value is not None and name not in RESUME_OVERRIDABLE and value != getattr(config, name)]
     if changed:
@@ -128,7 +128,7 @@ def _read_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
 def _write_run(config: DiscoveryConfig, run_dir: Path, resuming: bool) -> None:
     """Create a new run folder (refusing to overwrite a run) and save config.yaml."""
     if not resuming:
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / META_FILE).exists():
+        if saved_state(run_dir) is not None or (run_dir / META_FILE).exists():
             raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
         run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -150,7 +150,7 @@ def run_discover(args: argparse.Namespace) -> int:
         try:
             _discover(config, run_dir, resuming, runtime, progress=not args.no_progress)
         except BaseException:
-            if created and not (run_dir / CHECKPOINT_FILE).exists():
+            if created and saved_state(run_dir) is None:
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-made run behind
             raise
     finally:
@@ -182,7 +182,7 @@ def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca
         comparison = comparison_table(generator, directions, pca)
         tables = [("directions judged with the true edits", per_direction), ("against plain PCA and random directions", comparison)]
     elif has_factors(generator):
-        tables = [("attribute matrix at the fixed step, against plain PCA and random directions", attribute_comparison(generator, directions, pca))]
+        tables = [("attribute matrix at the fixed strength, against plain PCA and random directions", attribute_comparison(generator, directions, pca))]
     for caption, rows in tables:
         print_table(caption, rows)
     report = write_report(run_dir, tables, title=f"contrafeat: {directions.method} on {run_dir.name}")
@@ -214,8 +214,8 @@ def run_traverse(args: argparse.Namespace) -> int:
         directions,
         pca,
         num_samples=args.samples,
-        num_steps=args.frames,
+        num_frames=args.frames,
         seed=args.seed,
-        step_multiplier=args.step_multiplier,
+        strength_multiplier=args.strength_multiplier,
     )
     return 0

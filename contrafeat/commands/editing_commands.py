@@ -74,7 +74,7 @@ def _register_edit(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--name", help="direction name (see `contrafeat name`)")
     parser.add_argument(
         "--strength", default="-2:2:5",
-        help=f"multiples of the direction's suggested step, as traverse's --step-multiplier: {STRENGTH_FORMAT}",
+        help=f"multiples of the direction's suggested strength, as traverse's --strength-multiplier: {STRENGTH_FORMAT}",
     )
     parser.add_argument("--checkpoint", default=None, help="generator (default: the one in the run's config.yaml)")
     parser.add_argument("--out", type=Path, default=Path("strip.png"), help="the strip PNG, one column per strength")
@@ -93,7 +93,7 @@ def _register_name(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--auto", action="store_true",
         help=(
-            "name every direction by the attribute it moves most between -step and +step (suggested steps); when several "
+            "name every direction by the attribute it moves most between -s and +s (s its suggested strength); when several "
             "move the same one, the cleanest keeps the plain name and the others get -2, -3, ...; a name ending in "
             f"'{ENTANGLED_MARK}' marks a direction whose second attribute moves more than {ENTANGLED_RATIO:g} times the first"
         ),
@@ -164,11 +164,11 @@ def run_edit(args: argparse.Namespace) -> int:
     except UserError as error:
         raise UserError(f"{'--name' if args.name is not None else '--index'} {error}") from None
     ws = load_projected_w(args.w, generator)
-    step = float(directions.steps[index])
-    images = edit_strip(generator, ws, directions, index, [multiple * step for multiple in multiples])
+    unit = float(directions.strengths[index])
+    images = edit_strip(generator, ws, directions, index, [multiple * unit for multiple in multiples])
     save_image_grid(images, args.out, columns=len(multiples))
     label = f"direction {index}" + (f" ({directions.names[index]})" if directions.names[index] else "")
-    print(f"strip: {args.out} ({label}, {len(multiples)} strengths x suggested step {step:.3g})", file=sys.stderr)
+    print(f"strip: {args.out} ({label}, {len(multiples)} strengths x suggested strength {unit:.3g})", file=sys.stderr)
     return 0
 
 
@@ -222,12 +222,12 @@ def _auto(args: argparse.Namespace, directions: Directions) -> None:
     generator = load_generator(checkpoint)
     check_generator_match(directions, generator, checkpoint, args.force)
     predictor = build_predictor(args.predictor, generator)
-    matrix = attribute_change_matrix(generator, directions, predictor, directions.steps, num_samples=args.samples)
-    dead, _ = dead_directions(generator, directions, directions.steps, seeded_codes(generator, DEAD_CHECK_SAMPLES, 0, 0.5))
+    matrix = attribute_change_matrix(generator, directions, predictor, directions.strengths, num_samples=args.samples)
+    dead, _ = dead_directions(generator, directions, directions.strengths, seeded_codes(generator, DEAD_CHECK_SAMPLES, 0, 0.5))
     found = auto_names(matrix, predictor.names, dead)
     for entry in found:
         directions.names[entry.index] = entry.name
-    _report_auto(found, f"names from the attribute changes ({args.predictor}, {args.samples} samples, suggested steps)")
+    _report_auto(found, f"names from the attribute changes ({args.predictor}, {args.samples} samples, suggested strengths)")
 
 
 def _report_auto(found: list[AutoName], caption: str) -> None:

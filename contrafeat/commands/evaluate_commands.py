@@ -32,7 +32,7 @@ from contrafeat.evaluation.distillation import (
     reference_vae,
     truth_metrics,
 )
-from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STEP, SCORING_VERSION, EvaluationSettings, calibration_of, evaluate_directions
+from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STRENGTH, SCORING_VERSION, EvaluationSettings, calibration_of, evaluate_directions
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.features import build_sensor
@@ -44,14 +44,14 @@ from contrafeat.zoo import load_generator
 
 RESULT_FILE = "evaluation.json"
 WORK_FOLDER = "evaluation"
-"""Inside a run folder: the pairs and group-VAE checkpoint of its evaluation."""
+"""Inside a run folder: the pairs and group-VAE training state of its evaluation."""
 REFERENCE_KINDS = {"beta-vae": f"beta {REFERENCE_BETA:g}", "factor-vae": f"gamma {REFERENCE_GAMMA:g}"}
 """The reference VAEs trained on the images, with the weight each is run at."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = add_command(
-        subparsers, "evaluate", "Score runs: attribute-change matrix (fixed and calibrated steps), true-edit cosine, group-VAE FVM / MIG / DCI."
+        subparsers, "evaluate", "Score runs: attribute-change matrix (fixed and calibrated strengths), true-edit cosine, group-VAE FVM / MIG / DCI."
     )
     evaluate.add_argument("runs", type=Path, nargs="*", help="run folders written by `contrafeat discover`")
     evaluate.add_argument("--out", type=Path, default=Path("evaluation"), help="folder of the summary tables (evaluation.csv / .md)")
@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--predictor", default="exact", help="attribute predictor: exact (shapes3d factors), cnn (bundled shapes3d CNN) or MODULE:CALLABLE"
     )
-    evaluate.add_argument("--sensor", default=None, help="sensor of the step calibration and duplicate check (default: each run's own)")
-    evaluate.add_argument("--fixed-step", type=POSITIVE, default=DEFAULT_FIXED_STEP, help="the one step e of the fixed protocol")
-    evaluate.add_argument("--calibration-target", type=POSITIVE, default=DEFAULT_TARGET, help="relative sensor-feature movement of calibrated steps")
+    evaluate.add_argument("--sensor", default=None, help="sensor of the strength calibration and duplicate check (default: each run's own)")
+    evaluate.add_argument("--fixed-strength", type=POSITIVE, default=DEFAULT_FIXED_STRENGTH, help="the one strength e of the fixed protocol")
+    evaluate.add_argument("--calibration-target", type=POSITIVE, default=DEFAULT_TARGET, help="relative sensor-feature movement of calibrated strengths")
     evaluate.add_argument("--samples", type=COUNT, default=500, help="samples per direction of the attribute matrix")
     evaluate.add_argument("--truncation", type=FRACTION, default=0.5, help="truncation psi of the attribute-matrix samples")
     evaluate.add_argument("--seed", type=INDEX, default=0, help="seed of samples, pairs, VAE and metrics")
@@ -94,7 +94,7 @@ def settings_from(args: argparse.Namespace) -> EvaluationSettings:
             metric_counts=args.metric_counts, metric_fraction=args.metric_fraction,
         )
     settings = EvaluationSettings(
-        fixed_step=args.fixed_step, calibration_target=args.calibration_target, num_samples=args.samples,
+        fixed_strength=args.fixed_strength, calibration_target=args.calibration_target, num_samples=args.samples,
         truncation_psi=args.truncation, seed=args.seed, distill=distill,
     )
     settings.validate()
@@ -154,7 +154,7 @@ def load_models(run: RunFolder, args: argparse.Namespace) -> tuple[GeneratorLike
 
 def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings, calibration: Calibration | None = None) -> dict[str, Any]:
     """The metric row of one run folder, reusing its evaluation.json when made with the same settings
-    (`calibration`: the run's calibrated steps when they were found already)."""
+    (`calibration`: the run's calibrated strengths when they were found already)."""
     run = read_run(folder, args, settings)
     if run.previous is not None:
         print(f"{folder}: using {RESULT_FILE} made earlier with these settings", file=sys.stderr)
@@ -165,7 +165,7 @@ def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSet
         generator, run.directions, sensor, predictor, settings, folder / WORK_FOLDER, progress=not args.no_progress, calibration=calibration
     )
     details = result["details"]
-    panels = {f"fixed e = {settings.fixed_step}": details["fixed_matrix"], "calibrated e": details["calibrated_matrix"]}
+    panels = {f"fixed e = {settings.fixed_strength}": details["fixed_matrix"], "calibrated e": details["calibrated_matrix"]}
     write_attribute_matrices({k: np.asarray(v) for k, v in panels.items()}, details["attributes"], folder / "attribute_matrix.png", run.identity["method"])
     atomic_write_text(folder / RESULT_FILE, json.dumps({"fingerprint": run.key, **result}, indent=2))
     return {**run.identity, **result["metrics"]}
@@ -173,7 +173,7 @@ def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSet
 
 @dataclass
 class PairPlan:
-    """What rendering the pairs of a run takes: its generator, its calibrated steps and the pairs to render at them."""
+    """What rendering the pairs of a run takes: its generator, its calibrated strengths and the pairs to render at them."""
 
     checkpoint: str
     calibration: Calibration

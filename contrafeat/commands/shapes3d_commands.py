@@ -70,7 +70,7 @@ def register_train_world(actions: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, required=True, help="weights file to write (.safetensors)")
     for name in fields(WorldSettings):
         train.add_argument(flag(name.name), type=name.metadata["domain"], default=getattr(defaults, name.name), help=name.metadata["help"])
-    train.add_argument("--checkpoint-every", type=COUNT, default=500, help="steps between atomic checkpoints")
+    train.add_argument("--save-every", type=COUNT, default=500, help="steps between atomic saves of the training state")
     train.add_argument("--resume", action="store_true", help="continue the unfinished run that writes --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(handler=run_train_world)
@@ -79,7 +79,7 @@ def register_train_world(actions: argparse._SubParsersAction) -> None:
 def run_train_world(args: argparse.Namespace) -> int:
     settings = WorldSettings(**{name.name: getattr(args, name.name) for name in fields(WorldSettings)})
     started = time.perf_counter()
-    train_world(args.out, settings, checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress)
+    train_world(args.out, settings, save_every=args.save_every, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {args.out} ({settings.steps} steps, {time.perf_counter() - started:.0f} s this run)")
     return 0
 

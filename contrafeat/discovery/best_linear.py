@@ -1,6 +1,6 @@
 """The best linear W+ edit per factor: the upper bound of any method that applies one fixed edit to every sample.
 
-For factor f an edit is a W vector d (RMS 1) times layer weights a (a softmax over the W+ layers) at a step s,
+For factor f an edit is a W vector d (RMS 1) times layer weights a (a softmax over the W+ layers) at a strength s,
 as a navigator direction is. Its share on samples w is mean |dl_f| / mean sum_g |dl_g|, where dl = levels(w + s a d)
 - levels(w - s a d) are the six factor-level changes; Adam maximises the share while a penalty holds the mean
 |dl_f| at SHARE_CHANGE (a quarter of the level range), starting from the mean gradient of level f on every layer.
@@ -24,18 +24,18 @@ LEARNING_RATE = 0.03
 
 @dataclass
 class LinearEdit:
-    """One factor's best linear edit: vector [C] (RMS 1), layer weights [L] (sum 1), step, and its measured share."""
+    """One factor's best linear edit: vector [C] (RMS 1), layer weights [L] (sum 1), strength, and its measured share."""
 
     vector: torch.Tensor
     weights: torch.Tensor
-    step: float
+    strength: float
     share: float
     change: float
 
 
-def level_changes(generator, ws: torch.Tensor, edit: torch.Tensor, step: torch.Tensor | float) -> torch.Tensor:
+def level_changes(generator, ws: torch.Tensor, edit: torch.Tensor, strength: torch.Tensor | float) -> torch.Tensor:
     """|levels(ws + s edit) - levels(ws - s edit)| for codes [N, L, C] and an edit [L, C] -> [N, 6]."""
-    return (generator.levels(ws + step * edit) - generator.levels(ws - step * edit)).abs()
+    return (generator.levels(ws + strength * edit) - generator.levels(ws - strength * edit)).abs()
 
 
 def share_of(changes: torch.Tensor, factor: int) -> torch.Tensor:
@@ -44,7 +44,7 @@ def share_of(changes: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 def optimise_edit(generator, factor: int, ws: torch.Tensor, held_out: torch.Tensor, steps: int = STEPS) -> LinearEdit:
-    """Adam on (vector, layer logits, log step) for one factor, from its mean gradient; share measured on held-out codes."""
+    """Adam on (vector, layer logits, log strength) for one factor, from its mean gradient; share measured on held-out codes."""
     ws = ws.detach()
     with torch.enable_grad():
         probe = ws.clone().requires_grad_(True)
@@ -54,23 +54,23 @@ def optimise_edit(generator, factor: int, ws: torch.Tensor, held_out: torch.Tens
     vector = (vector / vector.square().mean().sqrt().clamp_min(1e-12)).requires_grad_(True)
     logits = (energy / energy.sum()).clamp_min(1e-6).log().requires_grad_(True)
     linear = float((gradient * (logits.softmax(0)[:, None] * vector)).sum(dim=(1, 2)).abs().mean().detach())
-    log_step = torch.tensor(SHARE_CHANGE / max(2.0 * linear, 1e-6)).log().requires_grad_(True)
-    optimiser = torch.optim.Adam([vector, logits, log_step], lr=LEARNING_RATE)
+    log_strength = torch.tensor(SHARE_CHANGE / max(2.0 * linear, 1e-6)).log().requires_grad_(True)
+    optimiser = torch.optim.Adam([vector, logits, log_strength], lr=LEARNING_RATE)
     for _ in range(steps):
         with torch.enable_grad():
             edit = edit_of(vector, logits)
-            changes = level_changes(generator, ws, edit, log_step.exp())
+            changes = level_changes(generator, ws, edit, log_strength.exp())
             loss = -share_of(changes, factor) + CHANGE_WEIGHT * (changes[:, factor].mean() - SHARE_CHANGE).square()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
     with torch.no_grad():
         unit = vector / vector.square().mean().sqrt()
-        changes = level_changes(generator, held_out, edit_of(unit, logits), log_step.exp())
+        changes = level_changes(generator, held_out, edit_of(unit, logits), log_strength.exp())
         return LinearEdit(
             unit.detach().clone(),
             logits.softmax(0).detach().clone(),
-            float(log_step.exp()),
+            float(log_strength.exp()),
             float(share_of(changes, factor)),
             float(changes[:, factor].mean()),
         )

@@ -19,12 +19,14 @@ from contrafeat.gan.stylegan2 import NOISE_MODES
 from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, Domain, check_settings, flag
 
 LATENTCLR_FEATURES = ("auto", "generator", "sensor")
-EXECUTION_FIELDS = ("checkpoint_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
+EXECUTION_FIELDS = ("save_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
 """Options that change how a run executes (where, in what chunks, how fast), not what it learns."""
 RESUME_OVERRIDABLE = ("steps", "renders", *EXECUTION_FIELDS)
 """Options a resumed run may change: how long it runs, and how it executes."""
 BUDGET_KEYS = ("renders_per_step", "total_renders")
 """What config.yaml states after the options: the generator renders of one step and of the whole run (ignored when read)."""
+RENAMED_OPTIONS = {"step_scale": "strength_range", "checkpoint_every": "save_every", "recog_shift_weight": "recog_strength_weight"}
+"""Older names of options, still read from config.yaml and --config files."""
 DIRECTION_COUNT = Domain(int, 2, MAX_COUNT, "an integer >= 2 (the contrast needs two directions)")
 ADAM_BETA = Domain(float, 0, math.nextafter(1, 0), "a number in [0, 1)")
 
@@ -57,7 +59,7 @@ class DiscoveryConfig:
             "(images) rather than steps; --steps, when also given, must agree"
         },
     )
-    step_scale: float = field(default=1.0, metadata={"domain": POSITIVE, "help": "edit strengths are drawn from U(-1, 1) times this"})
+    strength_range: float = field(default=1.0, metadata={"domain": POSITIVE, "help": "training edits draw their strengths from U(-range, range)"})
     style_mix: bool = field(default=True, metadata={"help": "start codes mix two z: layers [0, L/2) and [L/2, L)"})
     truncation: float = field(default=1.0, metadata={"domain": FINITE, "help": "truncation psi of the training codes"})
     noise_mode: str = field(default="random", metadata={"choices": NOISE_MODES, "help": "generator noise while training: random, const or none"})
@@ -66,7 +68,7 @@ class DiscoveryConfig:
     sensor_input_size: int | None = field(default=None, metadata={"domain": COUNT, "help": "resize images to this size for the sensor"})
     pca_samples: int = field(default=1_000_000, metadata={"domain": COUNT, "help": "mapped samples for the PCA of W"})
     seed: int = field(default=0, metadata={"domain": INDEX, "help": "seed of every random draw"})
-    checkpoint_every: int = field(default=100, metadata={"domain": COUNT, "help": "steps between atomic checkpoints"})
+    save_every: int = field(default=100, metadata={"domain": COUNT, "help": "steps between atomic saves of the training state"})
     log_every: int = field(default=10, metadata={"domain": COUNT, "help": "steps between log.jsonl lines"})
     device: str = field(
         default="auto",
@@ -97,7 +99,7 @@ class DiscoveryConfig:
         default="multiply",
         metadata={"choices": TEMPERATURE_MODES, "help": "multiply (the reference code: exp(sim * t)) or divide (textbook: exp(sim / t))"},
     )
-    recog_shift_weight: float = field(default=0.25, metadata={"domain": NON_NEGATIVE, "help": "Recog: weight of the L1 loss on the predicted step"})
+    recog_strength_weight: float = field(default=0.25, metadata={"domain": NON_NEGATIVE, "help": "Recog: weight of the L1 loss on the predicted strength"})
     recog_width: int = field(default=32, metadata={"domain": COUNT, "help": "Recog: channels of the reconstructor's first stage"})
     recog_depth: int = field(default=3, metadata={"domain": COUNT, "help": "Recog: stride-2 residual blocks of the reconstructor"})
     recog_lr: float = field(
@@ -173,14 +175,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 10,
         "steps": 20_000,
         "sensor": "alexnet",
-        "checkpoint_every": 500,
+        "save_every": 500,
     },
 }
 """Values that differ from the dataclass defaults (the shapes3d-learned preset): shapes3d is the written-down linear
 world with exact true edits, ffhq the authors' FFHQ-512 setting."""
 
-AUTHORS_BASELINE = {"lr": 0.01, "step_scale": 0.5, "diversity_weight": 0.0}
-"""The authors' LatentCLR and Recog runs: Adam lr 0.01, step scale 0.5, no diversity term."""
+AUTHORS_BASELINE = {"lr": 0.01, "strength_range": 0.5, "diversity_weight": 0.0}
+"""The authors' LatentCLR and Recog runs: Adam lr 0.01, edit strengths in U(-0.5, 0.5), no diversity term."""
 
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ganspace": {"attention": "none", "steps": 0},
@@ -250,7 +252,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"--config {path}: not valid YAML{where} ({problem})") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of option names to values")
-    data = {key: value for key, value in data.items() if key not in BUDGET_KEYS}
+    data = {RENAMED_OPTIONS.get(key, key): value for key, value in data.items() if key not in BUDGET_KEYS}
     known = {f.name for f in config_fields()}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -16,15 +16,17 @@ from contrafeat.io_utils import atomic_replace, atomic_write_text
 TENSORS_FILE = "directions.safetensors"
 META_FILE = "directions.json"
 FORMAT_VERSION = 1
+LEGACY_STRENGTHS_KEY = "steps"
+"""What directions.safetensors called the suggested strengths before they were named so (still read)."""
 
 
 @dataclass
 class Directions:
-    """K edits: a W vector [K, C] (RMS 1) times a layer attention [K, L], with a suggested step each."""
+    """K edits: a W vector [K, C] (RMS 1) times a layer attention [K, L], with a suggested strength each."""
 
     vectors: torch.Tensor
     attention: torch.Tensor
-    steps: torch.Tensor
+    strengths: torch.Tensor
     method: str
     generator_id: str
     names: list[str | None] = field(default_factory=list)
@@ -32,11 +34,11 @@ class Directions:
     def __post_init__(self) -> None:
         self.vectors = self.vectors.detach().float().cpu()
         self.attention = self.attention.detach().float().cpu()
-        self.steps = self.steps.detach().float().cpu().reshape(-1)
+        self.strengths = self.strengths.detach().float().cpu().reshape(-1)
         count = self.vectors.shape[0]
-        if self.attention.shape[0] != count or self.steps.shape[0] != count:
+        if self.attention.shape[0] != count or self.strengths.shape[0] != count:
             raise ValueError(
-                f"directions: {count} vectors but {self.attention.shape[0]} attention rows and {self.steps.shape[0]} steps"
+                f"directions: {count} vectors but {self.attention.shape[0]} attention rows and {self.strengths.shape[0]} strengths"
             )
         if not self.names:
             self.names = [None] * count
@@ -96,7 +98,7 @@ class Directions:
     def save(self, folder: Path) -> None:
         """Write directions.safetensors and directions.json into `folder` (atomically)."""
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {"vectors": self.vectors.contiguous(), "attention": self.attention.contiguous(), "steps": self.steps}
+        tensors = {"vectors": self.vectors.contiguous(), "attention": self.attention.contiguous(), "strengths": self.strengths}
         temporary = folder / (TENSORS_FILE + ".tmp")
         save_file(tensors, str(temporary))
         atomic_replace(temporary, folder / TENSORS_FILE)
@@ -111,7 +113,7 @@ class Directions:
                 {
                     "index": i,
                     "name": self.names[i],
-                    "suggested_step": float(self.steps[i]),
+                    "suggested_strength": float(self.strengths[i]),
                     "dominant_layers": self.dominant_layers(i),
                 }
                 for i in range(self.count)
@@ -134,7 +136,7 @@ def load_directions(path: str | Path) -> Directions:
         directions = Directions(
             vectors=tensors["vectors"],
             attention=tensors["attention"],
-            steps=tensors["steps"],
+            strengths=tensors["strengths"] if "strengths" in tensors else tensors[LEGACY_STRENGTHS_KEY],
             method=meta["method"],
             generator_id=meta["generator_id"],
             names=[entry.get("name") for entry in meta["directions"]],

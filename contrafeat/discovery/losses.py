@@ -105,12 +105,12 @@ def similarity_matrix(a: torch.Tensor, b: torch.Tensor, mask_mode: str = "l2", c
     return _similarity(a, b, mask_mode, cos_mode, all_pairs=True)
 
 
-def sample_steps(batch: int, generator: torch.Generator, scale: float = 1.0, min_magnitude: float = 0.0) -> torch.Tensor:
+def sample_strengths(batch: int, generator: torch.Generator, scale: float = 1.0, min_magnitude: float = 0.0) -> torch.Tensor:
     """Edit strengths s ~ U(-1, 1) * scale, [batch]; |s| below min_magnitude is raised to it, sign kept (0 -> +min)."""
-    steps = (torch.rand(batch, generator=generator) * 2 - 1) * scale
+    strengths = (torch.rand(batch, generator=generator) * 2 - 1) * scale
     if min_magnitude <= 0:
-        return steps
-    return torch.where(steps < 0, -1.0, 1.0) * steps.abs().clamp_min(min_magnitude)
+        return strengths
+    return torch.where(strengths < 0, -1.0, 1.0) * strengths.abs().clamp_min(min_magnitude)
 
 
 def sample_bi_indices(
@@ -119,7 +119,7 @@ def sample_bi_indices(
     """The Bi draw per sample: i uniform, j uniform over the other K-1, and independent strengths s, s'."""
     i = torch.randint(num_directions, (batch,), generator=generator)
     j = (i + torch.randint(1, num_directions, (batch,), generator=generator)) % num_directions
-    return i, j, sample_steps(batch, generator, scale), sample_steps(batch, generator, scale)
+    return i, j, sample_strengths(batch, generator, scale), sample_strengths(batch, generator, scale)
 
 
 def bi_loss(

@@ -70,7 +70,7 @@ def latentclr_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Ob
     source = generator if latentclr_source(config, generator) == "generator" else None
     return LatentCLR(
         config.num_directions,
-        config.step_scale,
+        config.strength_range,
         config.latentclr_temperature,
         config.latentclr_temperature_mode,
         config.cos_mode,
@@ -82,8 +82,8 @@ def latentclr_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Ob
 def recog_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective:
     return Recog(
         config.num_directions,
-        config.step_scale,
-        config.recog_shift_weight,
+        config.strength_range,
+        config.recog_strength_weight,
         config.recog_width,
         config.recog_depth,
         config.seed,
@@ -92,11 +92,11 @@ def recog_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Object
 
 
 def bi_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective:
-    return ContrastBi(config.step_scale, config.mask, config.cos_mode)
+    return ContrastBi(config.strength_range, config.mask, config.cos_mode)
 
 
 def pt_objective(config: DiscoveryConfig, generator: GeneratorLike) -> Objective:
-    return ContrastPt(config.num_directions, generator.img_resolution, config.step_scale, config.mask, config.cos_mode, seed=config.seed)
+    return ContrastPt(config.num_directions, generator.img_resolution, config.strength_range, config.mask, config.cos_mode, seed=config.seed)
 
 
 OBJECTIVE_BUILDERS: dict[str, Callable[[DiscoveryConfig, GeneratorLike], Objective]] = {

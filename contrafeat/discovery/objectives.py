@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
-from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_steps, tensor_sum
+from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_strengths, tensor_sum
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.precision import autocast
 from contrafeat.discovery.reconstructor import Reconstructor
@@ -16,8 +16,8 @@ from contrafeat.gan.interface import GeneratorLike
 Draws = dict[str, torch.Tensor]
 """One step's random values: tensors [U, ...] hold one row per unit of the batch, 0-d tensors one value per step."""
 
-MIN_SHIFT_FRACTION = 0.5 / 6.0
-"""Recog's smallest shift magnitude as a fraction of the step scale: the reference's min_shift 0.5 of shift_scale 6."""
+MIN_STRENGTH_FRACTION = 0.5 / 6.0
+"""Recog's smallest |strength| as a fraction of the strength range: the reference's min_shift 0.5 of shift_scale 6."""
 
 
 class FeatureSource:
@@ -108,12 +108,12 @@ class Objective(nn.Module):
 class ContrastBi(Objective, objective="bi"):
     """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
 
-    def __init__(self, step_scale: float, mask: str, cos_mode: str) -> None:
+    def __init__(self, strength_range: float, mask: str, cos_mode: str) -> None:
         super().__init__()
-        self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
+        self.strength_range, self.mask, self.cos_mode = strength_range, mask, cos_mode
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
-        i, j, s, s_negative = sample_bi_indices(num_directions, units, rng, self.step_scale)
+        i, j, s, s_negative = sample_bi_indices(num_directions, units, rng, self.strength_range)
         return {"i": i, "j": j, "s": s, "s_negative": s_negative}
 
     def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
@@ -135,15 +135,15 @@ class ContrastPt(Objective, objective="pt"):
     """The prototype contrast: each direction's change matches its own learned RGB pattern (2 B renders)."""
 
     def __init__(
-        self, num_directions: int, resolution: int, step_scale: float, mask: str, cos_mode: str, seed: int
+        self, num_directions: int, resolution: int, strength_range: float, mask: str, cos_mode: str, seed: int
     ) -> None:
         super().__init__()
         self.prototypes = Prototypes(num_directions, resolution, seed=seed)
-        self.step_scale, self.mask, self.cos_mode = step_scale, mask, cos_mode
+        self.strength_range, self.mask, self.cos_mode = strength_range, mask, cos_mode
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
         query = torch.randint(num_directions, (units,), generator=rng)
-        strength = sample_steps(units, rng, self.step_scale)
+        strength = sample_strengths(units, rng, self.strength_range)
         return {"query": query, "strength": strength, "mirror": torch.rand((), generator=rng) < 0.5}
 
     def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
@@ -188,7 +188,7 @@ class LatentCLR(CoupledObjective, objective="latentclr"):
     def __init__(
         self,
         num_directions: int,
-        step_scale: float,
+        strength_range: float,
         temperature: float,
         temperature_mode: str,
         cos_mode: str,
@@ -196,12 +196,12 @@ class LatentCLR(CoupledObjective, objective="latentclr"):
         noise_mode: str = "random",
     ) -> None:
         super().__init__()
-        self.step_scale, self.temperature, self.temperature_mode, self.cos_mode = step_scale, temperature, temperature_mode, cos_mode
+        self.strength_range, self.temperature, self.temperature_mode, self.cos_mode = strength_range, temperature, temperature_mode, cos_mode
         self.block_features = SynthesisBlockFeatures(generator, noise_mode) if generator is not None else None
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
         """Strengths [U, K] of every direction on every code (drawn direction-major, as the reference code)."""
-        return {"strength": sample_steps(num_directions * units, rng, self.step_scale).view(num_directions, units).T}
+        return {"strength": sample_strengths(num_directions * units, rng, self.strength_range).view(num_directions, units).T}
 
     def changes(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> list[torch.Tensor]:
         extract = self.block_features.of_codes if self.block_features is not None else features.of_codes
@@ -222,25 +222,25 @@ class Recog(Objective, objective="recog"):
     """Voynov & Babenko: a reconstructor sees (G(w), G(w + s edit_k)) and predicts k (cross-entropy) and s (L1).
 
     The reconstructor trains alongside the navigator with an Adam of its own at learning rate `lr`, as the
-    reference code (anvoynov/GANLatentDiscovery) trains its deformator and shift predictor; 2 B renders per step.
+    reference code (anvoynov/GANLatentDiscovery) trains its deformator and reconstructor; 2 B renders per step.
     """
 
-    def __init__(self, num_directions: int, step_scale: float, shift_weight: float, width: int, depth: int, seed: int, lr: float) -> None:
+    def __init__(self, num_directions: int, strength_range: float, strength_weight: float, width: int, depth: int, seed: int, lr: float) -> None:
         super().__init__()
         self.reconstructor = Reconstructor(num_directions, width, depth, seed)
-        self.step_scale, self.shift_weight, self.lr = step_scale, shift_weight, lr
+        self.strength_range, self.strength_weight, self.lr = strength_range, strength_weight, lr
 
     def own_optimisers(self) -> dict[str, tuple[list[nn.Parameter], float]]:
         return {"reconstructor": (list(self.reconstructor.parameters()), self.lr)}
 
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
-        """Index k uniform and strength s ~ U(-1, 1) * step_scale with |s| raised to MIN_SHIFT_FRACTION * step_scale.
+        """Index k uniform and strength s ~ U(-1, 1) * strength_range with |s| raised to MIN_STRENGTH_FRACTION * strength_range.
 
-        As the reference's `make_shifts`: a near-zero shift barely changes the image, so neither its direction
+        As the reference's `make_shifts`: a near-zero strength barely changes the image, so neither its direction
         nor its sign could be told from the pair.
         """
         index = torch.randint(num_directions, (units,), generator=rng)
-        return {"index": index, "strength": sample_steps(units, rng, self.step_scale, min_magnitude=MIN_SHIFT_FRACTION * self.step_scale)}
+        return {"index": index, "strength": sample_strengths(units, rng, self.strength_range, min_magnitude=MIN_STRENGTH_FRACTION * self.strength_range)}
 
     def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
         ws = units[:, 0]
@@ -250,9 +250,9 @@ class Recog(Objective, objective="recog"):
         return self.loss(images, features.render(navigator.apply(ws, index, strength)), index, strength)
 
     def loss(self, images: torch.Tensor, edited: torch.Tensor, index: torch.Tensor, strength: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy on the direction index and weighted L1 on the step, for image pairs made by edit `index` at `strength`."""
+        """Cross-entropy on the direction index and weighted L1 on the strength, for image pairs made by edit `index` at `strength`."""
         logits, predicted = self.reconstructor(images, edited)
         return {
             "recognition": F.cross_entropy(logits, index),
-            "shift": self.shift_weight * (predicted - strength).abs().mean(),
+            "strength": self.strength_weight * (predicted - strength).abs().mean(),
         }

@@ -1,6 +1,8 @@
 """Recog's reconstructor: a small ResNet that sees an image pair and tells which direction moved and how far."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -32,8 +34,14 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
+def _rename_legacy_head(state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Training states saved before the strength head was named so called it `step_head`."""
+    for key in [key for key in state if key.startswith(prefix + "step_head.")]:
+        state[prefix + "strength_head." + key.removeprefix(prefix + "step_head.")] = state.pop(key)
+
+
 class Reconstructor(nn.Module):
-    """(image, edited image) [B, 3, H, W] each -> direction logits [B, K] and predicted step [B].
+    """(image, edited image) [B, 3, H, W] each -> direction logits [B, K] and predicted strength [B].
 
     The pair enters as 6 channels: the image and the change (edited - image), an invertible re-coding
     of the stacked pair that trains several times faster; a stride-2 stem of `width` channels, then `depth` stride-2
@@ -56,8 +64,9 @@ class Reconstructor(nn.Module):
             seed,
         )
         self.direction_head = seeded_build(lambda: nn.Linear(widths[-1], num_directions), seed + 1)
-        self.step_head = seeded_build(lambda: nn.Linear(widths[-1], 1), seed + 2)
+        self.strength_head = seeded_build(lambda: nn.Linear(widths[-1], 1), seed + 2)
+        self._register_load_state_dict_pre_hook(_rename_legacy_head)
 
     def forward(self, images: torch.Tensor, edited: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.trunk(torch.cat([images, edited - images], dim=1))
-        return self.direction_head(pooled), self.step_head(pooled)[:, 0]
+        return self.direction_head(pooled), self.strength_head(pooled)[:, 0]

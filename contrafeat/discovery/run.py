@@ -15,7 +15,7 @@ from contrafeat.discovery.methods import build_navigator, build_objective, descr
 from contrafeat.discovery.objectives import Objective
 from contrafeat.discovery.precision import accelerate_sensor
 from contrafeat.discovery.registry import ANSWER_KEYS, method_spec
-from contrafeat.discovery.steps import suggest_steps
+from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import Trainer, navigator_directions
 from contrafeat.errors import UserError
@@ -49,7 +49,7 @@ def check_fits_generator(config: DiscoveryConfig, generator: GeneratorLike) -> N
 
 
 def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool, verbose: bool = True) -> TrainedRun:
-    """Models, the PCA of W (shared by the ranks), training from scratch or the run's checkpoint; rank 0 saves pca.safetensors."""
+    """Models, the PCA of W (shared by the ranks), training from scratch or the run's training state; rank 0 saves pca.safetensors."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
     kind = method_spec(config.method).directions
@@ -77,7 +77,7 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
                 file=sys.stderr,
             )
         if resuming:
-            trainer.load_checkpoint()
+            trainer.load_state()
             if runtime.is_main and verbose:
                 print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
         trainer.run(progress=progress)
@@ -113,5 +113,5 @@ def answer_key_directions(kind: str, generator: GeneratorLike, pca: PCABasis, co
     vectors = torch.stack([vector for vector, _ in edits]).float().cpu()  # [F, C]
     attention = torch.stack([weights for _, weights in edits]).float().cpu()  # [F, L]
     return Directions(
-        vectors, attention, suggest_steps(vectors, attention, pca), config.method, generator_identity(generator), names=list(generator.factor_names)
+        vectors, attention, suggest_strengths(vectors, attention, pca), config.method, generator_identity(generator), names=list(generator.factor_names)
     )

@@ -1,11 +1,11 @@
-"""The discovery loop: seeded codes, objective + diversity, Adam(s), logs, atomic checkpoints, exact resume.
+"""The discovery loop: seeded codes, objective + diversity, Adam(s), logs, atomic saves of the training state, exact resume.
 
 Data parallelism and gradient accumulation keep the single-process result. Every rank draws the whole
 global batch (codes and per-unit random values) from the same seeded generator and trains on its share
 of the units, in micro-batches; each share's loss is weighted by its fraction of the batch, gradients are
 summed over micro-batches and ranks, and the diversity term (which does not depend on the batch) is added
 once after the sum. A loss that couples the whole batch (LatentCLR) is split by caching its gradient with
-respect to the per-code feature changes (see CoupledObjective). The random state is thus the same on every rank, and a checkpoint resumes under any
+respect to the per-code feature changes (see CoupledObjective). The random state is thus the same on every rank, and a training state resumes under any
 number of ranks.
 """
 from __future__ import annotations
@@ -27,14 +27,16 @@ from contrafeat.discovery.losses import diversity_loss, tensor_sum
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.objectives import CoupledObjective, Draws, FeatureSource, Objective
 from contrafeat.discovery.precision import check_precision, grad_scaler
-from contrafeat.discovery.steps import suggest_steps
+from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.io_utils import atomic_torch_save
 
-CHECKPOINT_FILE = "checkpoint.pt"
+STATE_FILE = "training_state.pt"
+LEGACY_STATE_FILE = "checkpoint.pt"
+"""What run folders called their training state before it was named so (resumed, and replaced at the next save)."""
 LOG_FILE = "log.jsonl"
 MAIN_OPTIMISER = "main"
 """The Adam of the navigator and of the objective's parameters that have no optimiser of their own."""
@@ -59,6 +61,14 @@ def tensorboard_writer(run_dir: Path):
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def saved_state(run_dir: Path) -> Path | None:
+    """The run folder's training state file (or its older name), None when there is none."""
+    for name in (STATE_FILE, LEGACY_STATE_FILE):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
 
 
 def write_log_line(log: IO[str], board, step: int, values: dict[str, float]) -> None:
@@ -239,18 +249,21 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def save_checkpoint(self) -> None:
-        """Write checkpoint.pt atomically (rank 0 only)."""
+    def save_state(self) -> None:
+        """Write training_state.pt atomically (rank 0 only)."""
         if self.runtime.is_main:
-            atomic_torch_save(self.state_dict(), self.run_dir / CHECKPOINT_FILE)
+            atomic_torch_save(self.state_dict(), self.run_dir / STATE_FILE)
+            (self.run_dir / LEGACY_STATE_FILE).unlink(missing_ok=True)
 
-    def load_checkpoint(self) -> None:
-        """Restore everything saved by save_checkpoint, so the run continues bit-exactly (under any number of ranks)."""
-        path = self.run_dir / CHECKPOINT_FILE
+    def load_state(self) -> None:
+        """Restore everything saved by save_state, so the run continues bit-exactly (under any number of ranks)."""
+        path = saved_state(self.run_dir)
+        if path is None:
+            raise UserError(f"{self.run_dir}: no {STATE_FILE} to resume")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as error:
-            raise UserError(f"{path}: cannot resume from this checkpoint ({error})") from error
+            raise UserError(f"{path}: cannot resume from this training state ({error})") from error
         self.step = int(state["step"])
         self.navigator.load_state_dict(state["navigator"])
         self.objective.load_state_dict(state["objective"])
@@ -265,25 +278,25 @@ class Trainer:
             torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step))
 
     def _load_optimizers(self, state: dict, path: Path) -> None:
-        """Every optimiser's state, by name (a checkpoint of one optimiser, from before they were named, as the main one)."""
+        """Every optimiser's state, by name (a training state of one optimiser, from before they were named, as the main one)."""
         saved = state["optimizers"] if "optimizers" in state else {MAIN_OPTIMISER: state["optimizer"]}
         if set(saved) != set(self.optimizers):
             raise UserError(
-                f"{path}: the checkpoint holds the optimiser(s) {', '.join(sorted(saved))}, this run trains with "
+                f"{path}: the training state holds the optimiser(s) {', '.join(sorted(saved))}, this run trains with "
                 f"{', '.join(sorted(self.optimizers))}; it cannot resume exactly"
             )
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(saved[name])
 
     def _truncate_log(self) -> None:
-        """Drop log lines written after the checkpoint being resumed (they will be written again)."""
+        """Drop log lines written after the training state being resumed (they will be written again)."""
         path = self.run_dir / LOG_FILE
         if path.is_file():
             kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
             path.write_text("".join(line + "\n" for line in kept))
 
     def run(self, progress: bool = True) -> None:
-        """Train until config.steps, logging and checkpointing (rank 0); Ctrl-C saves a checkpoint first."""
+        """Train until config.steps, logging and saving the training state (rank 0); Ctrl-C saves it first."""
         images_per_step = self.objective.renders_per_batch(self.navigator.num_directions, self.config.batch_size)
         show = progress and self.runtime.is_main
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not show, desc="discover", unit="step")
@@ -299,16 +312,16 @@ class Trainer:
                         elapsed = time.perf_counter() - started
                         rate = images_per_step * (self.step - started_step) / max(elapsed, 1e-9)
                         write_log_line(log, board, self.step, {**terms, "images_per_s": rate})
-                    if self.step % self.config.checkpoint_every == 0:
-                        self.save_checkpoint()
+                    if self.step % self.config.save_every == 0:
+                        self.save_state()
         except KeyboardInterrupt:
-            self.save_checkpoint()
+            self.save_state()
             raise
         finally:
             bar.close()
             if board is not None:
                 board.close()
-        self.save_checkpoint()
+        self.save_state()
 
     def _log_file(self) -> contextlib.AbstractContextManager[IO[str] | None]:
         """log.jsonl opened for appending on rank 0; None elsewhere."""
@@ -321,13 +334,13 @@ class Trainer:
 
 @torch.no_grad()
 def navigator_directions(navigator: Navigator, pca: PCABasis, method: str, generator: GeneratorLike) -> Directions:
-    """A navigator's directions, attention and suggested steps as the Directions artefact."""
+    """A navigator's directions, attention and suggested strengths as the Directions artefact."""
     vectors = navigator.directions()
     attention = navigator.attention()
     return Directions(
         vectors=vectors,
         attention=attention,
-        steps=suggest_steps(vectors, attention, pca),
+        strengths=suggest_strengths(vectors, attention, pca),
         method=method,
         generator_id=generator_identity(generator),
     )

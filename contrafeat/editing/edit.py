@@ -59,8 +59,8 @@ def edit_strip(
 ) -> torch.Tensor:
     """Renders [S, 3, R, R] of one code ws [1, L, C] edited by direction `index` at each absolute strength (const noise).
 
-    Strength s adds s * attention (outer) vector, as `Directions.apply`; s = k * directions.steps[index] walks k
-    suggested steps, which is how `contrafeat edit` and `contrafeat traverse` read their strength values.
+    Strength s adds s * attention (outer) vector, as `Directions.apply`; s = k * directions.strengths[index] walks k
+    suggested strengths, which is how `contrafeat edit` and `contrafeat traverse` read their strength values.
     """
     directions.check_compatible(generator)
     check_shape(ws, [1, generator.num_ws, generator.w_dim], "ws")

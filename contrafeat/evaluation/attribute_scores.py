@@ -1,7 +1,7 @@
 """The attribute-change matrix of a set of directions, its disentanglement score and attributes found.
 
 D_ij = | mean over samples of P_j(G(w + e_i d_i)) - P_j(G(w - e_i d_i)) |, rows normalised to max 1;
-score = mean_i (top1_i - top2_i), found = number of distinct row argmaxes. The step e_i is either one
+score = mean_i (top1_i - top2_i), found = number of distinct row argmaxes. The strength e_i is either one
 fixed value for every direction (the published protocol) or calibrated per direction so that the
 edit moves the sensor features by a set amount (`calibration.py`).
 """
@@ -113,22 +113,22 @@ def attribute_change_matrix(
     generator: GeneratorLike,
     directions: Directions,
     predictor: AttributePredictor,
-    steps: torch.Tensor,
+    strengths: torch.Tensor,
     num_samples: int = 500,
     seed: int = 0,
     truncation_psi: float = 0.5,
     batch_size: int = 250,
 ) -> torch.Tensor:
     """[K, A]: |mean signed change| of each attribute between w - e_i*edit_i and w + e_i*edit_i."""
-    check_shape(steps, [directions.count], "steps")
+    check_shape(strengths, [directions.count], "strengths")
     codes = seeded_codes(generator, num_samples, seed, truncation_psi)
     rows = []
     for index in range(directions.count):
         total = torch.zeros(len(predictor.names))
-        step = float(steps[index])
+        strength = float(strengths[index])
         for chunk in codes.split(batch_size):
-            after = predictor.predict(generator, directions.apply(chunk, index, step))
-            before = predictor.predict(generator, directions.apply(chunk, index, -step))
+            after = predictor.predict(generator, directions.apply(chunk, index, strength))
+            before = predictor.predict(generator, directions.apply(chunk, index, -strength))
             total += predictor.difference(after, before).sum(0).cpu()
         rows.append((total / num_samples).abs())
     return torch.stack(rows)

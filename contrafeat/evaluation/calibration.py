@@ -1,9 +1,9 @@
-"""Per-direction edit steps calibrated on the sensor: the step at which an edit moves the features by a set amount.
+"""Per-direction edit strengths calibrated on the sensor: the strength at which an edit moves the features by a set amount.
 
-Movement of a step e for direction i: the mean over samples and sensor stages of
-||F(G(w + e d_i)) - F(G(w - e d_i))|| / ||F(G(w))||. Steps are found by doubling then bisection, all
+Movement of a strength e for direction i: the mean over samples and sensor stages of
+||F(G(w + e d_i)) - F(G(w - e d_i))|| / ||F(G(w))||. Strengths are found by doubling then bisection, all
 directions at once, so methods whose directions differ in length or attention are compared at equal
-visible effect instead of at a hand-picked step.
+visible effect instead of at a hand-picked strength.
 """
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ from contrafeat.evaluation.dead_directions import dead_directions
 from contrafeat.gan.interface import GeneratorLike, seeded_codes
 
 DEFAULT_TARGET = 0.4
-"""Relative feature movement the calibrated steps aim at; every true shapes3d edit reaches it (their peaks are 0.53 to 0.68)."""
+"""Relative feature movement the calibrated strengths aim at; every true shapes3d edit reaches it (their peaks are 0.53 to 0.68)."""
 START_DIVISOR = 16.0
-"""The search starts at the direction's suggested step divided by this and doubles from there."""
+"""The search starts at the direction's suggested strength divided by this and doubles from there."""
 
 
 @dataclass
 class Calibration:
-    """Calibrated steps [K], the movement they reach [K], which directions never reached the target, and which
-    do not move the image at their step (dead, see `dead_directions`) with every direction's RMS pixel change [K]."""
+    """Calibrated strengths [K], the movement they reach [K], which directions never reached the target, and which
+    do not move the image at their strength (dead, see `dead_directions`) with every direction's RMS pixel change [K]."""
 
-    steps: torch.Tensor
+    strengths: torch.Tensor
     movement: torch.Tensor
     unreached: list[int]
     dead: list[int]
@@ -51,18 +51,18 @@ class MovementProbe:
     def _features(self, ws: torch.Tensor) -> list[torch.Tensor]:
         return self.sensor(self.generator.synthesis(ws, noise_mode="const"))
 
-    def movement(self, index: int, step: float) -> float:
-        """Mean relative movement of direction `index` at strength `step` over the probe's codes."""
+    def movement(self, index: int, strength: float) -> float:
+        """Mean relative movement of direction `index` at `strength` over the probe's codes."""
         changes = []
         for chunk in self.codes.split(self.batch_size):
-            plus = self._features(self.directions.apply(chunk, index, step))
-            minus = self._features(self.directions.apply(chunk, index, -step))
+            plus = self._features(self.directions.apply(chunk, index, strength))
+            minus = self._features(self.directions.apply(chunk, index, -strength))
             changes.append(stage_norms([a - b for a, b in zip(plus, minus)]))
         return float((torch.cat(changes) / self.base_norms).mean())
 
 
 @torch.no_grad()
-def calibrate_steps(
+def calibrate_strengths(
     generator: GeneratorLike,
     directions: Directions,
     sensor: nn.Module,
@@ -74,16 +74,16 @@ def calibrate_steps(
     max_doublings: int = 12,
     batch_size: int = 64,
 ) -> Calibration:
-    """Per direction, the step whose movement equals `target` (within 2**-iterations of the bracket)."""
+    """Per direction, the strength whose movement equals `target` (within 2**-iterations of the bracket)."""
     if not 0 < target < float("inf"):
         raise UserError(f"--calibration-target {target}: expected a positive relative feature movement")
     probe = MovementProbe(generator, directions, sensor, seeded_codes(generator, num_samples, seed, truncation_psi), batch_size)
-    steps, reached, unreached = [], [], []
+    strengths, reached, unreached = [], [], []
     for index in range(directions.count):
-        low, high, moved = bracket(probe, index, max(float(directions.steps[index]), 1e-3) / START_DIVISOR, target, max_doublings)
+        low, high, moved = bracket(probe, index, max(float(directions.strengths[index]), 1e-3) / START_DIVISOR, target, max_doublings)
         if moved < target:
             unreached.append(index)
-            steps.append(high)
+            strengths.append(high)
             reached.append(moved)
             continue
         for _ in range(iterations):
@@ -93,17 +93,17 @@ def calibrate_steps(
                 low = middle
             else:
                 high, moved = middle, moved_middle
-        steps.append(high)
+        strengths.append(high)
         reached.append(moved)
-    dead, image_change = dead_directions(generator, directions, torch.tensor(steps), probe.codes)
-    return Calibration(torch.tensor(steps), torch.tensor(reached), unreached, dead, image_change)
+    dead, image_change = dead_directions(generator, directions, torch.tensor(strengths), probe.codes)
+    return Calibration(torch.tensor(strengths), torch.tensor(reached), unreached, dead, image_change)
 
 
 def bracket(probe: MovementProbe, index: int, start: float, target: float, max_doublings: int) -> tuple[float, float, float]:
     """(low, high, movement at high): doubling from `start` until the target is reached.
 
     Stops early when the movement falls (a periodic factor such as a hue wrapping around) and then
-    returns the step of the largest movement seen, which is below the target.
+    returns the strength of the largest movement seen, which is below the target.
     """
     low, high = 0.0, start
     moved = probe.movement(index, high)

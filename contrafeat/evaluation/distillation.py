@@ -1,7 +1,7 @@
 """Distil directions into an encoder through their paired dataset and a group VAE, then score it on the true factors.
 
 Also the reference rows: a beta-VAE and a FactorVAE trained directly on the procedural images.
-Everything lives in one work folder (pairs, VAE checkpoint) so an interrupted evaluation resumes.
+Everything lives in one work folder (pairs, VAE training state) so an interrupted evaluation resumes.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class DistillSettings:
 
 
 def vae_fingerprint(settings: DistillSettings, **extra: Any) -> dict[str, Any]:
-    """What a trained VAE depends on besides its data: a checkpoint is resumed only under the same fingerprint."""
+    """What a trained VAE depends on besides its data: a training state is resumed only under the same fingerprint."""
     fields = ("vae_steps", "batch", "beta", "lr", "variant", "seed")
     return {**{name: getattr(settings, name) for name in fields}, **extra}
 
@@ -84,16 +84,16 @@ def truth_metrics(generator: GeneratorLike, model: VAE, settings: DistillSetting
 
 
 def pair_settings(generator: GeneratorLike, directions: Directions, sensor: nn.Module, calibration: Calibration, settings: DistillSettings) -> PairSettings:
-    """The paired dataset of the live, distinct directions at their calibrated steps."""
-    steps = calibration.steps
+    """The paired dataset of the live, distinct directions at their calibrated strengths."""
+    strengths = calibration.strengths
     kept = distinct_directions(
-        generator, directions, sensor, steps, seed=settings.seed, threshold=settings.duplicate_threshold, dead=calibration.dead
+        generator, directions, sensor, strengths, seed=settings.seed, threshold=settings.duplicate_threshold, dead=calibration.dead
     )
     return PairSettings(
         generator_id=generator_identity(generator),
         directions_digest=directions_digest(directions),
         kept=kept,
-        steps=[float(steps[index]) for index in kept],
+        strengths=[float(strengths[index]) for index in kept],
         num_pairs=settings.num_pairs,
         shard_size=settings.shard_size,
         seed=settings.seed,
@@ -104,7 +104,7 @@ def distil(
     work: Path, generator: GeneratorLike, directions: Directions, sensor: nn.Module, calibration: Calibration, settings: DistillSettings,
     progress: bool = True,
 ) -> tuple[VAE, list[int]]:
-    """Pairs of the live, distinct directions at their calibrated steps, then a group VAE on them; returns the model and the kept directions."""
+    """Pairs of the live, distinct directions at their calibrated strengths, then a group VAE on them; returns the model and the kept directions."""
     settings.validate()
     pairs = pair_settings(generator, directions, sensor, calibration, settings)
     dataset = PairDataset(write_pairs(work / PAIRS_FOLDER, generator, directions, pairs, progress))
@@ -116,7 +116,7 @@ def distil(
     model = train_vae(
         "ada-gvae", sample_batch, settings.vae_steps, lr=settings.lr, batch=settings.batch, beta=settings.beta,
         latent_dim=directions.count, seed=settings.seed, progress=progress,
-        checkpoint_path=work / f"group_vae-{short_hash(vae_fingerprint(settings, pairs=asdict(pairs)))}.pt",
+        state_path=work / f"group_vae-{short_hash(vae_fingerprint(settings, pairs=asdict(pairs)))}.pt",
     )
     return model, pairs.kept
 
@@ -129,5 +129,5 @@ def reference_vae(work: Path, generator: GeneratorLike, kind: str, settings: Dis
     return train_vae(
         kind, sampler.sample_batch, settings.vae_steps, lr=settings.lr, batch=settings.batch, beta=REFERENCE_BETA, gamma=REFERENCE_GAMMA,
         latent_dim=REFERENCE_LATENTS, seed=settings.seed, progress=progress,
-        checkpoint_path=work / f"{kind}-{short_hash(vae_fingerprint(settings, kind=kind, beta=REFERENCE_BETA, gamma=REFERENCE_GAMMA))}.pt",
+        state_path=work / f"{kind}-{short_hash(vae_fingerprint(settings, kind=kind, beta=REFERENCE_BETA, gamma=REFERENCE_GAMMA))}.pt",
     )

@@ -288,7 +288,7 @@ class VAETraining:
 
     def load_state_dict(self, state: dict) -> None:
         if state["model_kind"] != self.model_kind:
-            raise UserError(f"checkpoint_path: holds a {state['model_kind']} run, cannot resume it as {self.model_kind}")
+            raise UserError(f"state_path: holds a {state['model_kind']} run, cannot resume it as {self.model_kind}")
         self.step_count = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -299,11 +299,11 @@ class VAETraining:
         self.generator.set_state(state["generator"])
 
 
-def load_training_checkpoint(path: Path) -> dict:
+def load_training_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, KeyError) as error:
-        raise UserError(f"checkpoint_path: cannot resume from {path} ({error})") from error
+        raise UserError(f"state_path: cannot resume from {path} ({error})") from error
 
 
 def train_vae(
@@ -319,23 +319,23 @@ def train_vae(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
-    checkpoint_path: Path | None = None,
-    checkpoint_every: int = 1000,
+    state_path: Path | None = None,
+    save_every: int = 1000,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> VAE:
-    """Train an Ada-GVAE, beta-VAE or FactorVAE for `steps` total steps; resumes from and writes checkpoint_path.
+    """Train an Ada-GVAE, beta-VAE or FactorVAE for `steps` total steps; resumes from and writes state_path.
 
     Batches come from sample_batch(batch, generator) with the run's own generator, so a resumed run draws
     exactly the batches (and noise) an uninterrupted one would. on_step(step, terms) sees every step."""
     training = VAETraining(model_kind, latent_dim, channels, lr, beta, gamma, seed, device)
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if checkpoint_path is not None and checkpoint_path.is_file():
-        training.load_state_dict(load_training_checkpoint(checkpoint_path))
+    state_path = Path(state_path) if state_path is not None else None
+    if state_path is not None and state_path.is_file():
+        training.load_state_dict(load_training_state(state_path))
 
     def save() -> None:
-        if checkpoint_path is not None:
-            checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_torch_save(training.state_dict(), checkpoint_path)
+        if state_path is not None:
+            state_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(training.state_dict(), state_path)
 
     training.model.train()
     bar = tqdm(total=steps, initial=min(training.step_count, steps), disable=not progress, desc=model_kind, unit="step")
@@ -346,7 +346,7 @@ def train_vae(
             bar.set_postfix({name: f"{value:.3g}" for name, value in terms.items()})
             if on_step is not None:
                 on_step(training.step_count, terms)
-            if training.step_count % checkpoint_every == 0:
+            if training.step_count % save_every == 0:
                 save()
     except KeyboardInterrupt:
         save()

@@ -32,15 +32,15 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.5
 """Mean |cos| of two directions' feature changes above which the later one is dropped (between the true shapes3d edits: at most 0.12)."""
 
 @torch.no_grad()
-def change_vectors(generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def change_vectors(generator: GeneratorLike, directions: Directions, sensor: nn.Module, strengths: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """[K, N, D]: per direction and sample, the feature change from w - e_i d_i to w + e_i d_i, relative per stage.
 
     Symmetric, so a direction and its opposite give exactly opposite changes (|cos| 1: duplicates)."""
     vectors = []
     for index in range(directions.count):
-        step = float(steps[index])
-        plus = sensor(generator.synthesis(directions.apply(codes, index, step), noise_mode="const"))
-        minus = sensor(generator.synthesis(directions.apply(codes, index, -step), noise_mode="const"))
+        strength = float(strengths[index])
+        plus = sensor(generator.synthesis(directions.apply(codes, index, strength), noise_mode="const"))
+        minus = sensor(generator.synthesis(directions.apply(codes, index, -strength), noise_mode="const"))
         stages = [(a - b).flatten(1) / (a + b).flatten(1).norm(dim=1, keepdim=True).clamp_min(1e-8) for a, b in zip(plus, minus)]
         vectors.append(torch.cat(stages, dim=1))
     return torch.stack(vectors)
@@ -55,10 +55,10 @@ def direction_similarity(changes: torch.Tensor) -> torch.Tensor:
 def keep_distinct(changes: torch.Tensor, threshold: float = DEFAULT_DUPLICATE_THRESHOLD, dead: Sequence[int] = ()) -> list[int]:
     """Indices of the directions kept: not `dead`, with some feature change, and not within `threshold` of an earlier kept one."""
     similarity = direction_similarity(changes)
-    strength = changes.norm(dim=2).mean(dim=1)
+    magnitude = changes.norm(dim=2).mean(dim=1)
     kept: list[int] = []
     for index in range(changes.shape[0]):
-        if index in dead or not strength[index] > 0:
+        if index in dead or not magnitude[index] > 0:
             continue
         if all(similarity[index, other] <= threshold for other in kept):
             kept.append(index)
@@ -66,12 +66,12 @@ def keep_distinct(changes: torch.Tensor, threshold: float = DEFAULT_DUPLICATE_TH
 
 
 def distinct_directions(
-    generator: GeneratorLike, directions: Directions, sensor: nn.Module, steps: torch.Tensor, num_samples: int = 64, seed: int = 0,
+    generator: GeneratorLike, directions: Directions, sensor: nn.Module, strengths: torch.Tensor, num_samples: int = 64, seed: int = 0,
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD, dead: Sequence[int] = (),
 ) -> list[int]:
     """The directions worth making pairs of (see keep_distinct), judged on `num_samples` codes at truncation 1."""
     codes = seeded_codes(generator, num_samples, seed, truncation_psi=1.0)
-    return keep_distinct(change_vectors(generator, directions, sensor, steps, codes), threshold, dead)
+    return keep_distinct(change_vectors(generator, directions, sensor, strengths, codes), threshold, dead)
 
 
 @dataclass
@@ -81,7 +81,7 @@ class PairSettings:
     generator_id: str
     directions_digest: str
     kept: list[int]
-    steps: list[float]
+    strengths: list[float]
     num_pairs: int
     shard_size: int
     seed: int
@@ -112,12 +112,12 @@ def render_shard(generator: GeneratorLike, directions: Directions, settings: Pai
     rng = torch.Generator().manual_seed(settings.seed * 1_000_003 + shard)
     z = torch.randn(count, generator.z_dim, generator=rng)
     labels = torch.tensor(settings.kept)[torch.randint(len(settings.kept), (count,), generator=rng)]
-    steps = torch.tensor(settings.steps)[torch.searchsorted(torch.tensor(settings.kept), labels)]
+    strengths = torch.tensor(settings.strengths)[torch.searchsorted(torch.tensor(settings.kept), labels)]
     w = generator.mapping(z.to(generator.w_avg.device), truncation_psi=settings.truncation_psi)
     ws = generator.broadcast(w)
-    device_labels, device_steps = labels.to(ws.device), steps.to(ws.device)
-    first = generator.synthesis(directions.apply(ws, device_labels, -device_steps), noise_mode="const")
-    second = generator.synthesis(directions.apply(ws, device_labels, device_steps), noise_mode="const")
+    device_labels, device_strengths = labels.to(ws.device), strengths.to(ws.device)
+    first = generator.synthesis(directions.apply(ws, device_labels, -device_strengths), noise_mode="const")
+    second = generator.synthesis(directions.apply(ws, device_labels, device_strengths), noise_mode="const")
     return {
         "first": to_uint8_chw(first, settings.resolution),
         "second": to_uint8_chw(second, settings.resolution),
@@ -125,11 +125,19 @@ def render_shard(generator: GeneratorLike, directions: Directions, settings: Pai
     }
 
 
+def read_manifest(manifest: Path) -> dict[str, Any]:
+    """A pair folder's settings as stored (older folders named the strengths `steps`)."""
+    stored = json.loads(manifest.read_text())
+    if "steps" in stored and "strengths" not in stored:
+        stored["strengths"] = stored.pop("steps")
+    return stored
+
+
 def check_manifest(folder: Path, settings: PairSettings) -> None:
     """Write the manifest of a new folder, or refuse to mix in a folder made with other settings."""
     manifest = folder / MANIFEST_FILE
     if manifest.is_file():
-        stored = json.loads(manifest.read_text())
+        stored = read_manifest(manifest)
         if stored != asdict(settings):
             differing = sorted(key for key in stored.keys() | asdict(settings).keys() if stored.get(key) != asdict(settings).get(key))
             raise UserError(f"{folder}: holds pairs made with other settings ({', '.join(differing)} differ); choose another folder")
@@ -169,7 +177,7 @@ class PairDataset:
         manifest = folder / MANIFEST_FILE
         if not manifest.is_file():
             raise UserError(f"{folder}: no {MANIFEST_FILE}; expected a folder written by write_pairs")
-        self.settings = PairSettings(**json.loads(manifest.read_text()))
+        self.settings = PairSettings(**read_manifest(manifest))
         shards = []
         for shard in range(self.settings.num_shards):
             path = folder / SHARD_PATTERN.format(shard)

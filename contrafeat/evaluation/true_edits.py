@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from contrafeat.discovery.directions import Directions
-from contrafeat.discovery.steps import suggest_steps
+from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis
 from contrafeat.gan.interface import FactorWorld, GeneratorLike, TrueEditWorld, has_style_affine_weights, seeded_codes
 from contrafeat.shapes3d.truth import factor_difference, true_edit_tensor
@@ -63,13 +63,13 @@ def true_edit_agreement(generator: TrueEditWorld, directions: Directions) -> dic
 def factor_changes(
     generator: FactorWorld, directions: Directions, num_samples: int = 200, seed: int = 0, truncation_psi: float = 0.5
 ) -> torch.Tensor:
-    """[K, F]: mean |factor change| between w - s*edit and w + s*edit (s = the suggested step), normalised."""
+    """[K, F]: mean |factor change| between w - s*edit and w + s*edit (s = the suggested strength), normalised."""
     ws = seeded_codes(generator, num_samples, seed, truncation_psi)
     rows = []
     for index in range(directions.count):
-        step = float(directions.steps[index])
-        after = generator.factors(directions.apply(ws, index, step))
-        before = generator.factors(directions.apply(ws, index, -step))
+        strength = float(directions.strengths[index])
+        after = generator.factors(directions.apply(ws, index, strength))
+        before = generator.factors(directions.apply(ws, index, -strength))
         rows.append(factor_difference(after, before).abs().mean(0).cpu())
     return torch.stack(rows)
 
@@ -82,7 +82,7 @@ def reference_directions(generator: GeneratorLike, pca: PCABasis, count: int, se
     random = torch.randn(count, generator.w_dim, generator=torch.Generator().manual_seed(seed))
     random = torch.nn.functional.normalize(random, dim=1) * scale
     return {
-        name: Directions(vectors, uniform, suggest_steps(vectors, uniform, pca), name, "reference")
+        name: Directions(vectors, uniform, suggest_strengths(vectors, uniform, pca), name, "reference")
         for name, vectors in (("pca", pcs), ("random", random))
     }
 

@@ -1,8 +1,8 @@
 """Run ablation studies on the shapes3d world over several seeds and write, per study, mean +- std tables and a figure.
 
-Training studies score each variant by the fixed-step attribute-change matrix (exact factors) and the
+Training studies score each variant by the fixed-strength attribute-change matrix (exact factors) and the
 cosine of its directions to the true edits; the step is the same for every variant and sensor, so the
-sensor study is not confounded by sensor-calibrated steps. The mask study is the L2-mask analysis.
+sensor study is not confounded by sensor-calibrated strengths. The mask study is the L2-mask analysis.
 """
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def header(title: str, paper: str, record: dict) -> str:
     seeds = ", ".join(map(str, record["seeds"]))
     return (
         f"## {title} (paper {paper})\n\nshapes3d world; seeds {seeds}; {record['steps']} training steps; attribute matrix "
-        f"{record['samples']} samples, truncation 0.5, fixed step 0.5, exact factors; mean ± std over seeds\n"
+        f"{record['samples']} samples, truncation 0.5, fixed strength 0.5, exact factors; mean ± std over seeds\n"
     )
 
 

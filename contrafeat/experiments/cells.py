@@ -1,7 +1,7 @@
 """The units of work of the ablations: train-and-score one configuration at one seed, or one seed of the mask analysis.
 
 Each cell keeps its own folder; a finished cell's result.json is reused when its fingerprint matches, an
-interrupted training resumes from its checkpoint. Cells run in spawned worker processes (`jobs` > 1),
+interrupted training resumes from its training state. Cells run in spawned worker processes (`jobs` > 1),
 each with a fixed number of torch threads, or in this process (`jobs` = 1).
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ from contrafeat.discovery.config import EXECUTION_FIELDS, DiscoveryConfig, build
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.registry import method_spec
 from contrafeat.discovery.run import train_run
-from contrafeat.discovery.trainer import CHECKPOINT_FILE
+from contrafeat.discovery.trainer import saved_state
 from contrafeat.evaluation.attribute_scores import build_predictor
-from contrafeat.evaluation.evaluate_run import SCORING_VERSION, EvaluationSettings, fixed_step_scores
+from contrafeat.evaluation.evaluate_run import SCORING_VERSION, EvaluationSettings, fixed_strength_scores
 from contrafeat.evaluation.true_edits import true_edit_agreement
 from contrafeat.experiments.mask_analysis import DEFAULT_SIGMA, run_mask_analysis, summary_table
 from contrafeat.features import build_sensor
@@ -44,7 +44,7 @@ class Cell(Protocol):
 
 def config_of(overrides: dict[str, Any], seed: int, steps: int, pca_samples: int) -> DiscoveryConfig:
     """The shapes3d preset with a variant's overrides, the seed, and (for methods that train) the step count."""
-    values = {**overrides, "seed": seed, "pca_samples": pca_samples, "checkpoint_every": max(1, min(100, steps))}
+    values = {**overrides, "seed": seed, "pca_samples": pca_samples, "save_every": max(1, min(100, steps))}
     if method_spec(overrides.get("method", DiscoveryConfig.method)).trains:
         values["steps"] = steps
     return build_config("shapes3d", None, values)
@@ -59,7 +59,7 @@ def training_fingerprint(config: DiscoveryConfig, evaluation: EvaluationSettings
 
 @dataclass(frozen=True)
 class TrainingCell:
-    """Train one configuration (or build closed-form directions) and score them at the fixed step."""
+    """Train one configuration (or build closed-form directions) and score them at the fixed strength."""
 
     config: DiscoveryConfig
     evaluation: EvaluationSettings
@@ -75,7 +75,7 @@ class TrainingCell:
         return training_fingerprint(self.config, self.evaluation)
 
     def compute(self) -> dict[str, Any]:
-        resuming = (self.folder / CHECKPOINT_FILE).is_file()
+        resuming = saved_state(self.folder) is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.folder / "config.yaml")
         trained = train_run(self.config, self.folder, resuming, Runtime(device=torch.device("cpu")), progress=False, verbose=False)
@@ -83,7 +83,7 @@ class TrainingCell:
         assert directions is not None  # a single process is rank 0, which holds them
         assert has_true_edits(generator)  # the grid runs on the linear shapes3d world
         directions.save(self.folder)
-        scores = fixed_step_scores(generator, directions, build_predictor("exact", generator), self.evaluation)
+        scores = fixed_strength_scores(generator, directions, build_predictor("exact", generator), self.evaluation)
         return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_agreement(generator, directions)["true_edit_cos"]}
 
 

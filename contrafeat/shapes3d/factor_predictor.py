@@ -24,7 +24,7 @@ from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
 from contrafeat.options import COUNT, INDEX, POSITIVE
-from contrafeat.resumable import checkpoint_path, cosine_step, run_steps, start_or_resume
+from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path
 from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
 from contrafeat.shapes3d.linear_generator import ShapesGenerator
 from contrafeat.shapes3d.renderer import render
@@ -41,7 +41,7 @@ DEFAULT_STEPS = 4000
 DEFAULT_BATCH = 64
 DEFAULT_LR = 1e-3
 EVAL_COUNT = 2000
-CHECKPOINT_EVERY = 100
+SAVE_EVERY = 100
 EVAL_BATCH = 250
 HIDDEN = 128
 GRID_STEPS = torch.tensor([float(values[1] - values[0]) for values in FACTOR_VALUES])
@@ -204,7 +204,7 @@ class PredictorTraining:
 
     def load_state_dict(self, state: Mapping, path: Path) -> None:
         if state.get("config") != asdict(self.config):
-            raise UserError(f"{path}: the checkpoint was made with {state.get('config')}, not {asdict(self.config)}; resume with the same options")
+            raise UserError(f"{path}: the training state was made with {state.get('config')}, not {asdict(self.config)}; resume with the same options")
         self.step_count = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -222,24 +222,24 @@ def train_factor_predictor(
     resume: bool = False,
     progress: bool = True,
     eval_count: int = EVAL_COUNT,
-    checkpoint_every: int = CHECKPOINT_EVERY,
+    save_every: int = SAVE_EVERY,
 ) -> dict[str, float]:
     """Train a FactorCNN, write it to `out` (safetensors) and return its held-out accuracy per factor.
 
-    While the run is unfinished, `out`.checkpoint.pt holds everything needed to resume it bit-exactly."""
+    While the run is unfinished, `out`.state.pt holds everything needed to resume it bit-exactly."""
     out = Path(out)
     config = TrainingConfig(steps, batch, lr, seed, held_out_fraction)
     config.validate()
     check_count(eval_count, held_out_split(held_out_fraction)[1])
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_path(out)
+    state_file = state_path(out)
     training = PredictorTraining(config, generator_render_settings())
-    start_or_resume(training, checkpoint, resume)
-    run_steps(training, checkpoint, checkpoint_every, progress, "factor predictor")
+    start_or_resume(training, state_file, resume)
+    run_steps(training, state_file, save_every, progress, "factor predictor")
     model = training.model.eval()
     accuracy = held_out_accuracy(model, eval_count, seed, held_out_fraction)
     save_factor_predictor(model, out, {**asdict(config), **training.settings._asdict(), "held_out_accuracy": accuracy})
-    checkpoint.unlink(missing_ok=True)
+    state_file.unlink(missing_ok=True)
     return accuracy
 
 

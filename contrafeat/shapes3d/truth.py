@@ -9,8 +9,8 @@ FACTOR_RANGES = torch.tensor([1.0, 1.0, 1.0, 0.5, 3.0, 60.0])
 """Span of each shapes3d factor (floor, wall, object hue, scale, shape, orientation) used to normalise changes."""
 CIRCULAR_FACTORS = (0, 1, 2)
 """Hues wrap around: their differences are taken on the circle."""
-TRUE_EDIT_STEP = 0.5
-"""A step at which every true shapes3d edit changes its factor alone, by a clearly visible amount."""
+TRUE_EDIT_STRENGTH = 0.5
+"""A strength at which every true shapes3d edit changes its factor alone, by a clearly visible amount."""
 
 
 def true_edit_tensor(generator: TrueEditWorld) -> torch.Tensor:

@@ -7,7 +7,7 @@ Every few steps two penalties act on the Jacobian of the levels with respect to 
 penalty (|J^T y| for random y should not depend on w: a smooth map) and the orthogonal-Jacobian penalty of
 OroJaR (Wei et al., 2021: two factors' gradients at the same code should be orthogonal), which lets fixed
 linear edits move one factor mostly alone although the gradients turn with w. Seeded and resumable from an
-atomic checkpoint, bit for bit.
+atomic save of its training state, bit for bit.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from contrafeat.errors import UserError
 from contrafeat.gan.tagged_weights import save_tagged_weights
 from contrafeat.options import COUNT, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, SHARE, Domain, check_settings, option
-from contrafeat.resumable import checkpoint_path, cosine_step, run_steps, start_or_resume
+from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path
 from contrafeat.shapes3d.factor_levels import level_jacobians
 from contrafeat.shapes3d.learned_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
 
@@ -62,7 +62,7 @@ def sliced_wasserstein(samples: torch.Tensor, target: torch.Tensor, projections:
 
 
 class WorldTraining:
-    """The model, its Adam state, the random stream and the path-length mean: what a checkpoint holds."""
+    """The model, its Adam state, the random stream and the path-length mean: what a training state holds."""
 
     def __init__(self, settings: WorldSettings) -> None:
         self.settings = settings
@@ -131,7 +131,7 @@ class WorldTraining:
 
     def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None:
         if state.get("settings") != asdict(self.settings):
-            raise UserError(f"{path}: the checkpoint was made with {state.get('settings')}, not {asdict(self.settings)}; resume with the same options")
+            raise UserError(f"{path}: the training state was made with {state.get('settings')}, not {asdict(self.settings)}; resume with the same options")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
@@ -148,17 +148,17 @@ class WorldTraining:
 
 
 def train_world(
-    out: Path, settings: WorldSettings, checkpoint_every: int = 500, resume: bool = False, progress: bool = True
+    out: Path, settings: WorldSettings, save_every: int = 500, resume: bool = False, progress: bool = True
 ) -> LearnedShapesGenerator:
-    """Train the learned world into `out` (safetensors). While unfinished, `out`.checkpoint.pt resumes it bit-exactly."""
+    """Train the learned world into `out` (safetensors). While unfinished, `out`.state.pt resumes it bit-exactly."""
     settings.validate()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_path(out)
+    state_file = state_path(out)
     training = WorldTraining(settings)
-    start_or_resume(training, checkpoint, resume)
-    run_steps(training, checkpoint, checkpoint_every, progress, "train world")
+    start_or_resume(training, state_file, resume)
+    run_steps(training, state_file, save_every, progress, "train world")
     model = training.finish()
     save_tagged_weights(model, out, FORMAT_TAG, FORMAT_VERSION, asdict(settings))
-    checkpoint.unlink(missing_ok=True)
+    state_file.unlink(missing_ok=True)
     return model

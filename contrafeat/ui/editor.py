@@ -19,14 +19,14 @@ from contrafeat.viz.images import to_pil
 MAX_SEED = 2**32 - 1
 PSI_RANGE = (-1.0, 2.0)
 STRENGTH_LIMIT = 100.0
-"""Largest |strength| accepted, in suggested steps (the page's sliders span far less)."""
+"""Largest |strength| accepted, in multiples of the suggested strength (the page's sliders span far less)."""
 SEED_CACHE_SIZE = 64
 MAX_UPLOAD_ID = 64
 
 
 @dataclass(frozen=True)
 class EditState:
-    """What one picture depends on: a seed or a projected upload, truncation psi, and strengths in suggested steps."""
+    """What one picture depends on: a seed or a projected upload, truncation psi, and strengths in multiples of the suggested strengths."""
 
     seed: int | None
     upload: str | None
@@ -60,12 +60,12 @@ def _source(query: dict[str, list[str]]) -> tuple[int | None, str | None]:
 
 
 def _strengths(text: str, count: int) -> tuple[float, ...]:
-    """count comma-separated strengths in suggested steps; an empty text means all zero."""
+    """count comma-separated strengths in multiples of the suggested strengths; an empty text means all zero."""
     strengths = tuple(finite_number(part, "strength") for part in text.split(",")) if text else (0.0,) * count
     if len(strengths) != count:
         raise UserError(f"s: expected {count} comma-separated strengths (one per direction), got {len(strengths)}")
     if any(abs(value) > STRENGTH_LIMIT for value in strengths):
-        raise UserError(f"s: strengths are limited to +-{STRENGTH_LIMIT:g} suggested steps")
+        raise UserError(f"s: strengths are limited to +-{STRENGTH_LIMIT:g} times the suggested strengths")
     return strengths
 
 
@@ -86,19 +86,19 @@ class Editor:
         self.generator = generator
         self.directions = directions
         self.uploaded_code = uploaded_code
-        self.scaled_edits = (directions.steps[:, None, None] * directions.edits()).to(generator.w_avg.device)
+        self.scaled_edits = (directions.strengths[:, None, None] * directions.edits()).to(generator.w_avg.device)
         self.render_lock = threading.Lock()
         self.seed_codes: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def describe(self) -> list[dict]:
-        """One entry per direction: index, name, label, suggested step and dominant layers."""
-        names, steps = self.directions.names, self.directions.steps
+        """One entry per direction: index, name, label, suggested strength and dominant layers."""
+        names, strengths = self.directions.names, self.directions.strengths
         return [
             {
                 "index": index,
                 "name": names[index],
                 "label": names[index] or f"direction {index}",
-                "suggested_step": float(steps[index]),
+                "suggested_strength": float(strengths[index]),
                 "dominant_layers": self.directions.dominant_layers(index),
             }
             for index in range(self.directions.count)

@@ -6,8 +6,8 @@ the generator (one render at a time) and the table of projection jobs, which any
 
 Endpoints:
   GET  /                    the editor page
-  GET  /api/info            generator, directions (label, suggested step, dominant layers), limits
-  GET  /api/render.png      ?seed=N|upload=ID&psi=X&s=v0,v1,...  (strengths in suggested steps; download=1 to save)
+  GET  /api/info            generator, directions (label, suggested strength, dominant layers), limits
+  GET  /api/render.png      ?seed=N|upload=ID&psi=X&s=v0,v1,...  (multiples of the suggested strengths; download=1 to save)
   GET  /api/code.npz        the same query -> the edited W+ code, key 'w' [1, num_ws, w_dim] float32
   POST /api/upload          an image body (Content-Type image/...) -> 202 {"id": ...}; projected in the background
   GET  /api/jobs/ID         a projection's progress: state, step, steps, loss, error
@@ -35,7 +35,7 @@ from contrafeat.ui.projections import BusyError, ProjectionJobs
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 """Content types of an upload; `load_image` then decodes only these formats."""
 SLIDER_RANGE = 3.0
-"""Direction sliders span +-this many suggested steps."""
+"""Direction sliders span +-this many times each suggested strength."""
 SOCKET_TIMEOUT_S = 30
 Response = tuple[HTTPStatus, str, bytes, dict[str, str]]
 """Status, content type, body and extra headers."""

@@ -1,4 +1,4 @@
-"""Heat-maps of the row-normalised attribute-change matrices (fixed and calibrated steps) of a run."""
+"""Heat-maps of the row-normalised attribute-change matrices (fixed and calibrated strengths) of a run."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -38,18 +38,18 @@ def png_data_uri(image: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _cell(generator: GeneratorLike, run: ComparedRun, index: int, codes: torch.Tensor, num_steps: int, step_multiplier: float, zoom: int) -> str:
+def _cell(generator: GeneratorLike, run: ComparedRun, index: int, codes: torch.Tensor, num_frames: int, strength_multiplier: float, zoom: int) -> str:
     """A figure with the run's traversal grid of direction `index`, or a note when the run has fewer directions."""
     caption = html.escape(run.label)
     directions = run.directions
     if index >= directions.count:
         return f"<figure><figcaption>{caption}</figcaption><p>(no direction {index})</p></figure>"
-    step = float(directions.steps[index]) * step_multiplier
-    images = traversal_images(generator, directions, index, codes, torch.linspace(-step, step, num_steps))
-    grid = image_grid(images, columns=num_steps, padding=1)
+    strength = float(directions.strengths[index]) * strength_multiplier
+    images = traversal_images(generator, directions, index, codes, torch.linspace(-strength, strength, num_frames))
+    grid = image_grid(images, columns=num_frames, padding=1)
     label = directions.names[index]
     name = f", {html.escape(label)}" if label else ""
-    detail = f"step &plusmn;{step:.3g}, layers {directions.dominant_layers(index)}{name}"
+    detail = f"strength &plusmn;{strength:.3g}, layers {directions.dominant_layers(index)}{name}"
     width = grid.shape[-1] * zoom
     return f'<figure><figcaption><b>{caption}</b><br>{detail}</figcaption><img width="{width}" src="{png_data_uri(grid)}"></figure>'
 
@@ -60,10 +60,10 @@ def write_comparison(
     runs: Sequence[ComparedRun],
     path: Path,
     num_samples: int = 3,
-    num_steps: int = 7,
+    num_frames: int = 7,
     seed: int = 0,
     truncation_psi: float = 0.7,
-    step_multiplier: float = 1.0,
+    strength_multiplier: float = 1.0,
 ) -> Path:
     """Write `path`: per direction index, every run's traversal grid (rows: samples, columns: -s .. +s)."""
     codes = seeded_codes(generator, num_samples, seed, truncation_psi)
@@ -74,11 +74,11 @@ def write_comparison(
     parts = [
         "<h1>contrafeat: runs compared</h1>",
         f"<p>generator {html.escape(runs[0].directions.generator_id)}; {num_samples} samples (seed {seed}, truncation {truncation_psi}), "
-        f"{num_steps} frames from -s to +s, s = each direction's suggested step x {step_multiplier}</p>",
+        f"{num_frames} frames from -s to +s, s = each direction's suggested strength x {strength_multiplier}</p>",
         f"<table><tr><th>run</th><th>method</th><th>directions</th></tr>{rows}</table>",
     ]
     for index in range(max(run.directions.count for run in runs)):
-        cells = "".join(_cell(generator, run, index, codes, num_steps, step_multiplier, zoom) for run in runs)
+        cells = "".join(_cell(generator, run, index, codes, num_frames, strength_multiplier, zoom) for run in runs)
         parts.append(f'<section><h2>direction {index}</h2><div class="row">{cells}</div></section>')
     document = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>contrafeat: runs compared</title><style>{STYLE}</style></head>"

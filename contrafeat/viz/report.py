@@ -91,6 +91,6 @@ def _direction_meta(run_dir: Path) -> dict[int, str]:
         return {}
     entries = json.loads(path.read_text())["directions"]
     return {
-        e["index"]: f" ({(e['name'] + ', ') if e.get('name') else ''}layers {e['dominant_layers']}, step {e['suggested_step']:.3g})"
+        e["index"]: f" ({(e['name'] + ', ') if e.get('name') else ''}layers {e['dominant_layers']}, strength {e['suggested_strength']:.3g})"
         for e in entries
     }
