@@ -5,6 +5,7 @@ generator and the sensor on the same number of images, and their ratio (the trai
 Then images/s of 1 process with `--threads` threads against `--threads` data-parallel gloo processes of 1 thread
 (same global batch) for every trained objective, `--repeats` times, and fp32 against autocast on a GPU when one exists.
 Usage: .venv/bin/python benchmarks/discover_speed.py [--steps 20] [--threads 2] [--parallel-steps 5] [--world stylegan2-64 --num-directions 30]
+       [--micro-batch 2 --methods contra-pt --overhead-only]
 """
 from __future__ import annotations
 
@@ -68,13 +69,13 @@ TRAINED_METHODS = ("contra-bi", "contra-pt", "latentclr+att", "recog+att")
 """One trained method of each objective (the +att variants train the same loss as their plain ones)."""
 
 
-def overhead_table(world: str, pca: PCABasis, steps: int, **overrides) -> None:
+def overhead_table(world: str, pca: PCABasis, steps: int, methods: tuple[str, ...] = TRAINED_METHODS, **overrides) -> None:
     """Per method: the trainer's steps/s and images/s against the bare generator + sensor pass on as many images
     (Pt's K prototype patterns through the sensor counted in the bare pass; no sensor where the method reads none):
     `steps` trainer steps and bare passes, interleaved, and the ratio of their medians."""
     print(f"{world}, {overrides or 'preset values'}, {steps} interleaved trainer steps and bare passes (medians)")
     print(f"{'method':14s} {'steps/s':>8s} {'images/s':>9s} {'step s':>8s} {'bare s':>8s} {'overhead':>8s}")
-    for method in TRAINED_METHODS:
+    for method in methods:
         with tempfile.TemporaryDirectory() as folder:
             trainer = build_trainer(method, pca, Path(folder), world=world, **overrides)
             images = renders_per_step(trainer.config)
@@ -189,13 +190,16 @@ def main() -> None:
     parser.add_argument("--skip-overhead", action="store_true", help="only the data-parallel and precision comparisons")
     parser.add_argument("--world", choices=sorted(WORLDS), default="shapes3d", help="generator of the overhead table (stylegan2-64: that table alone)")
     parser.add_argument("--num-directions", type=int, default=None, help="K of the overhead table (default: the preset's 10)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="--micro-batch of the overhead table's trainers (default: none)")
+    parser.add_argument("--methods", nargs="+", choices=TRAINED_METHODS, default=TRAINED_METHODS, help="methods of the overhead table")
+    parser.add_argument("--overhead-only", action="store_true", help="only the overhead table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pca = compute_pca(WORLDS[args.world](), num_samples=50_000, progress=False)
-    overrides = {} if args.num_directions is None else {"num_directions": args.num_directions}
+    overrides = {name: value for name, value in (("num_directions", args.num_directions), ("micro_batch", args.micro_batch)) if value is not None}
     if not args.skip_overhead:
-        overhead_table(args.world, pca, args.steps, **overrides)
-    if args.world == "shapes3d":
+        overhead_table(args.world, pca, args.steps, tuple(args.methods), **overrides)
+    if args.world == "shapes3d" and not args.overhead_only:
         compare_processes(pca, args.parallel_steps, args.threads, args.repeats)
         compare_precisions(pca, args.steps)
 

@@ -103,6 +103,16 @@ def test_micro_batches_equal_the_full_batch(tmp_path, method):
     assert [chunk.tolist() for chunk in trainer.micro_batches(8 // trainer.objective.codes_per_unit)] == expected
 
 
+@pytest.mark.parametrize("micro_batch, expected", [(None, [8 + 3]), (2, [3, 4, 4])])
+def test_a_pt_step_passes_the_prototypes_through_the_sensor_once(tmp_path, monkeypatch, micro_batch, expected):
+    """Whole batch: one pass of the 2 x 4 renders and the K = 3 prototypes; two micro-batches: the prototypes first, once."""
+    trainer = make_trainer(Job([tmp_path], "contra-pt", overrides={"batch_size": 4, "micro_batch": micro_batch}))
+    sizes, of_images = [], trainer.features.of_images
+    monkeypatch.setattr(trainer.features, "of_images", lambda images: sizes.append(images.shape[0]) or of_images(images))
+    trainer.train_step()
+    assert sizes == expected
+
+
 def test_shares_of_a_batch():
     assert rank_share(5, Runtime(0, 2)).tolist() == [0, 1, 2] and rank_share(5, Runtime(1, 2)).tolist() == [3, 4]
     with pytest.raises(UserError, match="cannot be shared by 4 processes"):

@@ -1,6 +1,8 @@
 """Training objectives on a navigator: each renders what it needs, compares features, returns loss terms."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,7 +98,14 @@ class Objective(nn.Module):
     def draw(self, units: int, num_directions: int, rng: torch.Generator) -> Draws:
         raise NotImplementedError
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def shared_inputs(self, draws: Draws, features: FeatureSource) -> list[torch.Tensor]:
+        """What every share of a step's batch reads alike, computed once per step with autograd (Pt: the
+        prototypes' features); `compute` takes them as `shared` ([] for most objectives, which then ignore it)."""
+        return []
+
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
@@ -116,7 +125,9 @@ class ContrastBi(Objective, objective="bi"):
         i, j, s, s_negative = sample_bi_indices(num_directions, units, rng, self.strength_range)
         return {"i": i, "j": j, "s": s, "s_negative": s_negative}
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
         half = units.shape[0]
         w1, w2 = units[:, 0], units[:, 1]
         i, j, s, s_negative = (draws[name].to(units.device) for name in ("i", "j", "s", "s_negative"))
@@ -146,15 +157,23 @@ class ContrastPt(Objective, objective="pt"):
         strength = sample_strengths(units, rng, self.strength_range)
         return {"query": query, "strength": strength, "mirror": torch.rand((), generator=rng) < 0.5}
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
         ws, batch = units[:, 0], units.shape[0]
         query, strength = draws["query"].to(ws.device), draws["strength"].to(ws.device)
         images = features.render(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
-        # one sensor pass over the 2B renders and the K prototypes: [2B + K, ...] per stage
-        stages = features.of_images(torch.cat([images, self.prototypes.patterns(bool(draws["mirror"]))]))
-        change = feature_changes([f[:batch] for f in stages], [f[batch : 2 * batch] for f in stages])
-        loss = pt_loss(change, [f[2 * batch :] for f in stages], query, mask_mode=self.mask, cos_mode=self.cos_mode)
-        return {"contrast": loss}
+        if shared:  # a split batch: the prototypes' features [K, ...] per stage, made once for the step
+            stages, prototype_stages = features.of_images(images), list(shared)
+        else:  # one sensor pass over the 2B renders and the K prototypes: [2B + K, ...] per stage
+            both = features.of_images(torch.cat([images, self.prototypes.patterns(bool(draws["mirror"]))]))
+            stages, prototype_stages = [f[: 2 * batch] for f in both], [f[2 * batch :] for f in both]
+        change = feature_changes([f[:batch] for f in stages], [f[batch:] for f in stages])
+        return {"contrast": pt_loss(change, prototype_stages, query, mask_mode=self.mask, cos_mode=self.cos_mode)}
+
+    def shared_inputs(self, draws: Draws, features: FeatureSource) -> list[torch.Tensor]:
+        """The K prototypes' features, so that a batch cut into micro-batches passes them through the sensor once."""
+        return features.of_images(self.prototypes.patterns(bool(draws["mirror"])))
 
 
 class CoupledObjective(Objective):
@@ -174,7 +193,9 @@ class CoupledObjective(Objective):
     def loss_of_changes(self, changes: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
         return self.loss_of_changes(self.changes(units, draws, navigator, features))
 
 
@@ -242,7 +263,9 @@ class Recog(Objective, objective="recog"):
         index = torch.randint(num_directions, (units,), generator=rng)
         return {"index": index, "strength": sample_strengths(units, rng, self.strength_range, min_magnitude=MIN_STRENGTH_FRACTION * self.strength_range)}
 
-    def compute(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
         ws = units[:, 0]
         index, strength = draws["index"].to(ws.device), draws["strength"].to(ws.device)
         with torch.no_grad():

@@ -165,14 +165,22 @@ class Trainer:
         return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
 
     def _accumulate(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
-        """Backward of each micro-batch's loss weighted by its share of the units; the weighted terms, summed."""
+        """Backward of each micro-batch's loss weighted by its share of the units; the weighted terms, summed.
+
+        Over several micro-batches the objective's shared inputs are made once: each micro-batch reads them as
+        leaves whose gradients add up, and one backward through them at the end carries that sum on."""
         totals: dict[str, torch.Tensor] = {}
-        for index in self.micro_batches(units.shape[0]):
-            terms = self.objective.compute(units[index], self.draws_of(draws, index), self.navigator, self.features)
+        batches = self.micro_batches(units.shape[0])
+        shared = self.objective.shared_inputs(draws, self.features) if len(batches) > 1 else []
+        leaves = [tensor.detach().requires_grad_(True) for tensor in shared]
+        for index in batches:
+            terms = self.objective.compute(units[index], self.draws_of(draws, index), self.navigator, self.features, leaves)
             weight = len(index) / units.shape[0]
             self.scaler.scale(weight * tensor_sum(terms.values())).backward()
             for name, value in terms.items():
                 totals[name] = totals.get(name, 0) + weight * value.detach()
+        if shared:
+            torch.autograd.backward(shared, [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves])
         return totals
 
     def _accumulate_coupled(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
