@@ -390,7 +390,7 @@ def main() -> None:
         f"modulated convolutions: {args.modconv}; wts GB: generator, sensor, navigator and objective tensors\n"
         "(a checkpoint's discriminator adds its own);\n"
         "micro: codes per forward ('-': the whole batch at once); renders: generator passes per forward (LatentCLR's stop after\n"
-        "the third synthesis block; contra-pt also runs the sensor on its K prototype images in every forward)"
+        "the third synthesis block; contra-pt also runs the sensor on its K prototype images, once per step)"
     )
     print(f"{'method':14s} {'res':>5s} {'batch':>5s} {'micro':>5s} {'renders':>8s} {'peak GB':>8s} {'wts GB':>8s} {'seconds':>8s}")
     found = {method: measure_method(method, args, micro_batches) for method in args.methods}
