@@ -11,7 +11,7 @@ import torch
 from contrafeat.commands import COMMAND_MODULES
 from contrafeat.commands.common import DefaultsHelpFormatter
 from contrafeat.errors import UserError
-from contrafeat.options import COUNT
+from contrafeat.options import COUNT, RENAMED_OPTIONS, flag
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -23,6 +23,9 @@ class OneLineParser(argparse.ArgumentParser):
         choice = re.match(r"^(\S+) invalid choice: (.+?) \(choose from (.*)\)$", flag_first)
         if choice:
             flag_first = f"{choice[1]} {choice[2]}: expected one of {choice[3].replace(chr(39), '')}"
+        if flag_first.startswith("unrecognized arguments:"):
+            given = {token.split("=")[0] for token in flag_first.split()[2:]}
+            flag_first += "".join(f"; {flag(old)} is now {flag(new)}" for old, new in RENAMED_OPTIONS.items() if flag(old) in given)
         self.exit(2, f"contrafeat: error: {flag_first} (see {self.prog} --help)\n")
 
 

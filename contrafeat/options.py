@@ -64,6 +64,17 @@ SHARE = Domain(float, 0, 1, "a number in [0, 1]")
 FRACTION = Domain(float, 0, 1, "a number in (0, 1]", open_low=True)
 
 
+RENAMED_OPTIONS = {
+    "step_scale": "strength_range",
+    "step_multiplier": "strength_multiplier",
+    "fixed_step": "fixed_strength",
+    "checkpoint_every": "save_every",
+    "recog_shift_weight": "recog_strength_weight",
+}
+"""Older names of options and their names today: still read as config.yaml / --config keys, and named in the
+error a command line with the older flag gets."""
+
+
 def flag(name: str) -> str:
     """`micro_batch` -> `--micro-batch`; a name that already is a flag stays as it is."""
     return name if name.startswith("-") else "--" + name.replace("_", "-")

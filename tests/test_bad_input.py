@@ -131,3 +131,17 @@ def test_directions_on_another_generator_are_refused_unless_forced(tiny_run: Pat
     assert "these directions were found in generator" in lines[0] and "shapes3d-learned is generator" in lines[0] and "--force" in lines[0]
     code, lines = run_line(["traverse", str(tiny_run), "--checkpoint", "shapes3d-learned", "--samples", "1", "--frames", "2", "--force"], capsys)
     assert code == 0 and any(line.startswith("warning: these directions were found in generator") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "words, renamed",
+    [
+        (["discover", "--step-scale", "2", "--checkpoint-every=3"], "--step-scale is now --strength-range; --checkpoint-every is now --save-every"),
+        (["traverse", "run", "--step-multiplier", "2"], "--step-multiplier is now --strength-multiplier"),
+        (["shapes3d", "train-world", "--out", "w.safetensors", "--checkpoint-every", "2"], "--checkpoint-every is now --save-every"),
+    ],
+)
+def test_a_flag_under_its_older_name_is_refused_naming_its_new_one(words, renamed, capsys) -> None:
+    assert main(words) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"; {renamed} (see contrafeat" in error

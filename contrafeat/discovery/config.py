@@ -16,7 +16,7 @@ from contrafeat.discovery.precision import PRECISIONS
 from contrafeat.discovery.registry import CONTRAST_LOSSES, METHODS, contrast_loss, method_label, method_spec, renders_per_step
 from contrafeat.errors import UserError
 from contrafeat.gan.stylegan2 import NOISE_MODES
-from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, Domain, check_settings, flag
+from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, RENAMED_OPTIONS, Domain, check_settings, flag
 
 LATENTCLR_FEATURES = ("auto", "generator", "sensor")
 EXECUTION_FIELDS = ("save_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
@@ -25,8 +25,6 @@ RESUME_OVERRIDABLE = ("steps", "renders", *EXECUTION_FIELDS)
 """Options a resumed run may change: how long it runs, and how it executes."""
 BUDGET_KEYS = ("renders_per_step", "total_renders")
 """What config.yaml states after the options: the generator renders of one step and of the whole run (ignored when read)."""
-RENAMED_OPTIONS = {"step_scale": "strength_range", "checkpoint_every": "save_every", "recog_shift_weight": "recog_strength_weight"}
-"""Older names of options, still read from config.yaml and --config files."""
 DIRECTION_COUNT = Domain(int, 2, MAX_COUNT, "an integer >= 2 (the contrast needs two directions)")
 ADAM_BETA = Domain(float, 0, math.nextafter(1, 0), "a number in [0, 1)")
 
