@@ -29,11 +29,14 @@ class Resumable(Protocol):
     def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None: ...
 
 
+def current_or_older(current: Path, older: Path) -> Path:
+    """`current`, unless only a file under its `older` name exists (a training state saved before the rename)."""
+    return older if older.is_file() and not current.exists() else current
+
+
 def state_path(out: Path) -> Path:
     """Where a run writing `out` keeps its resumable training state until it finishes (or found it under its older name)."""
-    current = out.with_name(out.name + ".state.pt")
-    legacy = out.with_name(out.name + ".checkpoint.pt")
-    return legacy if legacy.is_file() and not current.exists() else current
+    return current_or_older(out.with_name(out.name + ".state.pt"), out.with_name(out.name + ".checkpoint.pt"))
 
 
 def start_or_resume(training: Resumable, state_file: Path, resume: bool) -> None:

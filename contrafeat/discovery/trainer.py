@@ -33,6 +33,7 @@ from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.io_utils import atomic_torch_save
+from contrafeat.resumable import current_or_older
 
 STATE_FILE = "training_state.pt"
 LEGACY_STATE_FILE = "checkpoint.pt"
@@ -65,10 +66,8 @@ def tensorboard_writer(run_dir: Path):
 
 def saved_state(run_dir: Path) -> Path | None:
     """The run folder's training state file (or its older name), None when there is none."""
-    for name in (STATE_FILE, LEGACY_STATE_FILE):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    return None
+    path = current_or_older(run_dir / STATE_FILE, run_dir / LEGACY_STATE_FILE)
+    return path if path.is_file() else None
 
 
 def write_log_line(log: IO[str], board, step: int, values: dict[str, float]) -> None:
