@@ -28,6 +28,21 @@ def test_score_matrix_normalises_rows_and_counts_distinct_argmaxes():
     assert scores.score_before_norm == pytest.approx((0.5 + 1.0 + 4.0 + 0.0) / 4)
 
 
+def test_per_factor_score_takes_each_attributes_purest_direction_and_zero_for_a_missed_one():
+    matrix = torch.tensor([[1.0, 0.5, 0.0], [0.0, 2.0, 1.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
+    assert score_matrix(matrix).factor_score == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert score_matrix(matrix, dead=[2]).factor_score == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+
+
+def test_spare_mixed_directions_lower_the_papers_score_but_not_the_per_factor_score():
+    pure = torch.eye(6)
+    mixed = torch.tensor([[1.0, 1.0, 0, 0, 0, 0], [0, 0, 0.8, 1.0, 0, 0], [0, 0, 0, 0, 1.0, 0.9], [1.0, 0, 0, 0, 0, 1.0]])
+    scores = score_matrix(torch.cat([pure, mixed]))
+    assert scores.factor_score == pytest.approx(1.0)
+    assert scores.score == pytest.approx((6 + 0.0 + 0.2 + 0.1 + 0.0) / 10)
+    assert score_matrix(mixed).factor_score == pytest.approx((0.0 + 0.2 + 0.1) / 6)
+
+
 def test_top_two_gap_of_a_single_attribute_is_the_value():
     assert top_two_gap(torch.tensor([[0.3], [1.0]])).tolist() == pytest.approx([0.3, 1.0])
 
@@ -37,6 +52,7 @@ def test_true_edits_score_one_and_find_all_six_attributes(shapes):
     matrix = attribute_change_matrix(shapes, directions, ExactFactors(shapes), torch.full((6,), 0.5), num_samples=100)
     scores = score_matrix(matrix)
     assert scores.score == pytest.approx(1.0, abs=1e-3)
+    assert scores.factor_score == pytest.approx(1.0, abs=1e-3)
     assert scores.found == 6
     assert scores.row_argmax == list(range(6))
 

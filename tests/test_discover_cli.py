@@ -27,6 +27,12 @@ def test_discover_writes_a_complete_run(tmp_path, capsys):
     report = (run / "report.html").read_text()
     assert "traversals/traversal_09.png" in report and "attention.png" in report and "mean_best_cos" in report
     assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    looks = [json.loads(line) for line in (run / "validation.jsonl").read_text().splitlines()]
+    assert [look["step"] for look in looks] == [0, 4]  # the start and the last step
+    assert {"validation_contrast", "score", "factor_score", "found", "true_edit_cos"} <= set(looks[0]) and "angle_mean" in looks[1]
+    assert (run / "attribute_matrix.png").is_file()
+    order = [report.index(text) for text in ("against plain PCA", "attribute_matrix.png", "traversals/", "training progress", "configuration")]
+    assert order == sorted(order), "the report shows what was found first and the configuration last"
 
 
 def test_resume_from_the_cli_equals_a_straight_run(tmp_path):

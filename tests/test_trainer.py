@@ -1,4 +1,5 @@
 """The discovery loop: learning happens only in the navigator, training states resume bit-exactly."""
+import copy
 import json
 
 import pytest
@@ -8,11 +9,13 @@ from tiny_world import TinyGenerator, TinySensor
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.methods import build_navigator, build_objective
 from contrafeat.discovery.subspace import compute_pca
-from contrafeat.discovery.trainer import LEGACY_STATE_FILE, STATE_FILE, Trainer, sample_start_codes
+from contrafeat.discovery.trainer import LEGACY_STATE_FILE, STATE_FILE, Trainer, navigator_directions, sample_start_codes
+from contrafeat.discovery.validation import VALIDATION_FILE
 from contrafeat.errors import UserError
+from contrafeat.viz.progress import read_log
 
 
-def make_trainer(run_dir, method="contra-pt", steps=6, **overrides):
+def make_trainer(run_dir, method="contra-pt", steps=6, measures=(), **overrides):
     config = build_config(
         "shapes3d",
         None,
@@ -21,7 +24,8 @@ def make_trainer(run_dir, method="contra-pt", steps=6, **overrides):
     )
     generator = TinyGenerator()
     pca = compute_pca(generator, num_samples=500, batch_size=250, progress=False)
-    return Trainer(config, generator, TinySensor(), pca, build_navigator(config, generator, pca), build_objective(config, generator), run_dir)
+    navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
+    return Trainer(config, generator, TinySensor(), pca, navigator, objective, run_dir, measures=measures)
 
 
 def parameters(trainer):
@@ -30,22 +34,69 @@ def parameters(trainer):
 
 @pytest.mark.parametrize("method", ["contra-bi", "contra-pt", "ganspace+att", "sefa+att", "latentclr+att", "recog+att"])
 def test_resume_is_bit_exact(tmp_path, method):
-    straight = make_trainer(tmp_path / "straight", method, steps=6)
+    settings = {"validate_every": 2, "averaging": 0.5}
+    straight = make_trainer(tmp_path / "straight", method, steps=6, **settings)
     (tmp_path / "straight").mkdir()
     straight.run(progress=False)
 
     (tmp_path / "split").mkdir()
-    first_half = make_trainer(tmp_path / "split", method, steps=3)
+    first_half = make_trainer(tmp_path / "split", method, steps=3, **settings)
     first_half.run(progress=False)
-    resumed = make_trainer(tmp_path / "split", method, steps=6)
+    resumed = make_trainer(tmp_path / "split", method, steps=6, **settings)
     resumed.load_state()
     assert resumed.step == 3
     resumed.run(progress=False)
 
     for name, value in parameters(straight).items():
         assert torch.equal(value, parameters(resumed)[name]), name
+    assert torch.equal(straight.directions().vectors, resumed.directions().vectors)
     log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3, 4, 5, 6]
+    looks = {folder: read_log(tmp_path / folder / VALIDATION_FILE) for folder in ("straight", "split")}
+    assert [entry["step"] for entry in looks["straight"]] == [0, 2, 4, 6]
+    assert [entry["step"] for entry in looks["split"]] == [0, 2, 3, 4, 6]  # the first run's last look stays
+    split = {entry["step"]: entry for entry in looks["split"]}
+    for entry in looks["straight"]:
+        validation = {key: value for key, value in entry.items() if key.startswith("validation_")}
+        assert validation and validation == {key: split[entry["step"]][key] for key in validation}
+    assert looks["straight"][-1]["angle_mean"] == split[6]["angle_mean"]
+
+
+def test_validation_shows_each_stage_and_the_angles_moved(tmp_path):
+    trainer = make_trainer(tmp_path, "contra-bi", steps=4, validate_every=2, measures=[lambda directions: {"count": float(directions.count)}])
+    trainer.run(progress=False)
+    looks = read_log(tmp_path / VALIDATION_FILE)
+    assert [entry["step"] for entry in looks] == [0, 2, 4]
+    stages = len(TinySensor.stage_names)
+    first = looks[0]
+    assert first["count"] == 3.0 and "angle_mean" not in first
+    assert first["validation_contrast"] == pytest.approx(
+        sum(first[f"validation_negative_{stage}"] - first[f"validation_positive_{stage}"] for stage in range(stages)), abs=1e-6
+    )
+    assert all(0 <= entry["angle_mean"] <= entry["angle_max"] <= 180 for entry in looks[1:])
+
+
+def test_averaging_returns_the_mean_of_the_last_steps_parameters(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "averaged").mkdir()
+    for steps in (3, 4):  # the last iterates at steps 3 and 4
+        trainer = make_trainer(tmp_path / "plain", "contra-bi", steps=steps)
+        if steps == 4:
+            trainer.load_state()
+        trainer.run(progress=False)
+        if steps == 3:
+            third = {name: value.clone() for name, value in trainer.navigator.named_parameters()}
+    averaged = make_trainer(tmp_path / "averaged", "contra-bi", steps=4, averaging=0.5)
+    averaged.run(progress=False)
+    assert torch.equal(averaged.navigator.direction_branch.coefficients, trainer.navigator.direction_branch.coefficients)
+    navigator = copy.deepcopy(trainer.navigator)
+    with torch.no_grad():
+        for name, parameter in navigator.named_parameters():
+            parameter.copy_(third[name] + (parameter - third[name]) / 2)
+    expected = navigator_directions(navigator, trainer.pca, "contra-bi", trainer.generator)
+    assert torch.allclose(averaged.directions().vectors, expected.vectors, atol=1e-6)
+    assert torch.allclose(averaged.directions().attention, expected.attention, atol=1e-6)
+    assert not torch.allclose(averaged.directions().vectors, trainer.directions().vectors, atol=1e-4)
 
 
 def assert_same_optimiser_state(ours: dict, theirs: dict) -> None:

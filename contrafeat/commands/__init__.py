@@ -5,6 +5,7 @@ Each module defines `register(subparsers)`, which adds its parsers and sets `han
 from contrafeat.commands import (
     ablate_commands,
     compare_commands,
+    consensus_commands,
     discover_commands,
     editing_commands,
     evaluate_commands,
@@ -21,6 +22,7 @@ COMMAND_MODULES = [
     discover_commands,
     compare_commands,
     evaluate_commands,
+    consensus_commands,
     sensor_commands,
     mask_analysis_commands,
     ablate_commands,

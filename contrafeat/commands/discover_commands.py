@@ -32,12 +32,15 @@ from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import STATE_FILE, saved_state
 from contrafeat.errors import UserError
-from contrafeat.evaluation.evaluate_run import attribute_comparison
+from contrafeat.evaluation.attribute_scores import ExactFactors
+from contrafeat.evaluation.evaluate_run import EvaluationSettings, attribute_comparison, fixed_strength_matrix
+from contrafeat.evaluation.progress_measures import factor_measures
 from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
 from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
 from contrafeat.options import flag
 from contrafeat.paths import cache_dir
 from contrafeat.viz.attention import write_attention_heatmap
+from contrafeat.viz.attribute_matrix import write_attribute_matrices
 from contrafeat.viz.images import save_image_grid
 from contrafeat.viz.report import write_report
 from contrafeat.viz.traversal import write_traversals
@@ -160,7 +163,7 @@ def run_discover(args: argparse.Namespace) -> int:
 
 def _discover(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool) -> None:
     """Everything after the run folder exists: training, then rank 0's artefacts."""
-    trained = train_run(config, run_dir, resuming, runtime, progress)
+    trained = train_run(config, run_dir, resuming, runtime, progress, measures=factor_measures)
     if trained.directions is None:
         return
     trained.directions.save(run_dir)
@@ -172,9 +175,13 @@ def _discover(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
 
 
 def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, **traversal_options) -> None:
-    """Traversal grids, attention heat-map, the ground-truth table where one exists, and report.html."""
+    """Traversal grids, attention heat-map, the ground-truth tables and attribute matrix where they exist, and report.html."""
     write_traversals(generator, directions, run_dir / "traversals", **traversal_options)
     write_attention_heatmap(directions, run_dir / "attention.png")
+    if has_factors(generator):
+        matrix = fixed_strength_matrix(generator, directions, ExactFactors(generator), EvaluationSettings(distill=None))
+        picture = run_dir / "attribute_matrix.png"
+        write_attribute_matrices({directions.method: matrix.numpy()}, list(generator.factor_names), picture, "exact factors, fixed strength")
     tables = []
     if has_true_edits(generator):
         names = list(generator.factor_names)

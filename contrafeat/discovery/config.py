@@ -16,10 +16,10 @@ from contrafeat.discovery.precision import PRECISIONS
 from contrafeat.discovery.registry import CONTRAST_LOSSES, METHODS, contrast_loss, method_label, method_spec, renders_per_step
 from contrafeat.errors import UserError
 from contrafeat.gan.stylegan2 import NOISE_MODES
-from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, RENAMED_OPTIONS, Domain, check_settings, flag
+from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, RENAMED_OPTIONS, SHARE, Domain, check_settings, flag
 
 LATENTCLR_FEATURES = ("auto", "generator", "sensor")
-EXECUTION_FIELDS = ("save_every", "log_every", "device", "micro_batch", "precision", "channels_last", "compile")
+EXECUTION_FIELDS = ("save_every", "log_every", "validate_every", "device", "micro_batch", "precision", "channels_last", "compile")
 """Options that change how a run executes (where, in what chunks, how fast), not what it learns."""
 RESUME_OVERRIDABLE = ("steps", "renders", *EXECUTION_FIELDS)
 """Options a resumed run may change: how long it runs, and how it executes."""
@@ -57,6 +57,10 @@ class DiscoveryConfig:
             "(images) rather than steps; --steps, when also given, must agree"
         },
     )
+    averaging: float = field(
+        default=0.0,
+        metadata={"domain": SHARE, "help": "share of the last steps whose navigator parameters are averaged into the result (0: the last step's)"},
+    )
     strength_range: float = field(default=1.0, metadata={"domain": POSITIVE, "help": "training edits draw their strengths from U(-range, range)"})
     style_mix: bool = field(default=True, metadata={"help": "start codes mix two z: layers [0, L/2) and [L/2, L)"})
     truncation: float = field(default=1.0, metadata={"domain": FINITE, "help": "truncation psi of the training codes"})
@@ -67,7 +71,11 @@ class DiscoveryConfig:
     pca_samples: int = field(default=1_000_000, metadata={"domain": COUNT, "help": "mapped samples for the PCA of W"})
     seed: int = field(default=0, metadata={"domain": INDEX, "help": "seed of every random draw"})
     save_every: int = field(default=100, metadata={"domain": COUNT, "help": "steps between atomic saves of the training state"})
-    log_every: int = field(default=10, metadata={"domain": COUNT, "help": "steps between log.jsonl lines"})
+    log_every: int = field(default=10, metadata={"domain": COUNT, "help": "steps between log.jsonl lines (each the mean of the steps since the last)"})
+    validate_every: int = field(
+        default=100,
+        metadata={"domain": COUNT, "help": "steps between looks at a fixed validation batch (and a world's exact-factor score), in validation.jsonl"},
+    )
     device: str = field(
         default="auto",
         metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda or mps; under torchrun each rank uses cuda:LOCAL_RANK"},

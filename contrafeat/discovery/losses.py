@@ -122,6 +122,25 @@ def sample_bi_indices(
     return i, j, sample_strengths(batch, generator, scale), sample_strengths(batch, generator, scale)
 
 
+def bi_similarities(
+    changes_q: list[torch.Tensor],
+    changes_p: list[torch.Tensor],
+    changes_n: list[torch.Tensor],
+    mask_mode: str = "l2",
+    cos_mode: str = "squared",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per stage, S(q, p) and S(q, n), each [B]: the similarity to the positive and to the negative."""
+    return [
+        (masked_similarity(q, p, mask_mode, cos_mode), masked_similarity(q, n, mask_mode, cos_mode))
+        for q, p, n in zip(changes_q, changes_p, changes_n, strict=True)
+    ]
+
+
+def contrast_of(stages: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """sum over stages of [-positive + negative], mean over the batch: the contrast loss of per-stage similarities [B]."""
+    return tensor_sum(-positive + negative for positive, negative in stages).mean()
+
+
 def bi_loss(
     changes_q: list[torch.Tensor],
     changes_p: list[torch.Tensor],
@@ -130,11 +149,7 @@ def bi_loss(
     cos_mode: str = "squared",
 ) -> torch.Tensor:
     """sum_l [-S(q, p) + S(q, n)], mean over the batch (q: w1 under s d_i, p: w2 under s d_i, n: w2 under s' d_j)."""
-    per_sample = tensor_sum(
-        -masked_similarity(q, p, mask_mode, cos_mode) + masked_similarity(q, n, mask_mode, cos_mode)
-        for q, p, n in zip(changes_q, changes_p, changes_n, strict=True)
-    )
-    return per_sample.mean()
+    return contrast_of(bi_similarities(changes_q, changes_p, changes_n, mask_mode, cos_mode))
 
 
 class Prototypes(nn.Module):
@@ -151,6 +166,28 @@ class Prototypes(nn.Module):
         return -images.flip(-1) if mirror else images
 
 
+def pt_similarities(
+    change_feats: list[torch.Tensor],
+    prototype_feats: list[torch.Tensor],
+    query_index: torch.Tensor,
+    mask_mode: str = "l2",
+    cos_mode: str = "squared",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per stage, S(change, Phi_q) and mean_{k != q} S(change, Phi_k), each [B].
+
+    Phi^l [K, C, h, w] are the prototypes' own features, resized bilinearly (align_corners False)
+    to each change's H_l x W_l; their masks come from Phi like any change's.
+    """
+    stages = []
+    for change, phi in zip(change_feats, prototype_feats, strict=True):
+        if phi.shape[-2:] != change.shape[-2:]:  # a same-size bilinear resize is the identity, exactly
+            phi = F.interpolate(phi, size=change.shape[-2:], mode="bilinear", align_corners=False)
+        similarities = similarity_matrix(change, phi, mask_mode, cos_mode)  # [B, K]
+        own = similarities.gather(1, query_index.view(-1, 1).to(similarities.device))[:, 0]
+        stages.append((own, (similarities.sum(dim=1) - own) / (similarities.shape[1] - 1)))
+    return stages
+
+
 def pt_loss(
     change_feats: list[torch.Tensor],
     prototype_feats: list[torch.Tensor],
@@ -158,21 +195,8 @@ def pt_loss(
     mask_mode: str = "l2",
     cos_mode: str = "squared",
 ) -> torch.Tensor:
-    """sum_l [-S(change, Phi_q) + mean_{k != q} S(change, Phi_k)], mean over the batch.
-
-    Phi^l [K, C, h, w] are the prototypes' own features, resized bilinearly (align_corners False)
-    to each change's H_l x W_l; their masks come from Phi like any change's.
-    """
-    per_sample: torch.Tensor | int = 0
-    for change, phi in zip(change_feats, prototype_feats, strict=True):
-        if phi.shape[-2:] != change.shape[-2:]:  # a same-size bilinear resize is the identity, exactly
-            phi = F.interpolate(phi, size=change.shape[-2:], mode="bilinear", align_corners=False)
-        similarities = similarity_matrix(change, phi, mask_mode, cos_mode)
-        own = similarities.gather(1, query_index.view(-1, 1).to(similarities.device))[:, 0]
-        others = (similarities.sum(dim=1) - own) / (similarities.shape[1] - 1)
-        per_sample = per_sample - own + others
-    assert isinstance(per_sample, torch.Tensor), "no stages"
-    return per_sample.mean()
+    """sum_l [-S(change, Phi_q) + mean_{k != q} S(change, Phi_k)], mean over the batch (see pt_similarities)."""
+    return contrast_of(pt_similarities(change_feats, prototype_feats, query_index, mask_mode, cos_mode))
 
 
 def diversity_loss(edits: torch.Tensor) -> torch.Tensor:

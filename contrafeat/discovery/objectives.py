@@ -8,7 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
-from contrafeat.discovery.losses import Prototypes, bi_loss, feature_changes, pt_loss, sample_bi_indices, sample_strengths, tensor_sum
+from contrafeat.discovery.losses import (
+    Prototypes,
+    bi_similarities,
+    contrast_of,
+    feature_changes,
+    pt_similarities,
+    sample_bi_indices,
+    sample_strengths,
+    tensor_sum,
+)
 from contrafeat.discovery.navigator import Navigator
 from contrafeat.discovery.precision import autocast
 from contrafeat.discovery.reconstructor import Reconstructor
@@ -108,13 +117,40 @@ class Objective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def validation_terms(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        """The loss terms of fixed units and draws, with whatever else tells how training goes (a contrast: per-stage similarities)."""
+        return self.compute(units, draws, navigator, features)
+
     def forward(self, ws: torch.Tensor, navigator: Navigator, features: FeatureSource, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """The loss terms of a whole batch of codes [B, L, C]."""
         units = self.units(ws)
         return self.compute(units, self.draw(units.shape[0], navigator.num_directions, rng), navigator, features)
 
 
-class ContrastBi(Objective, objective="bi"):
+class Contrast(Objective):
+    """A contrast objective: per feature stage, each edit's similarity to its positive and to its negatives."""
+
+    def similarities(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per stage, the similarity to the positive and to the negative(s), each [U]."""
+        raise NotImplementedError
+
+    def compute(
+        self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
+    ) -> dict[str, torch.Tensor]:
+        return {"contrast": contrast_of(self.similarities(units, draws, navigator, features, shared))}
+
+    def validation_terms(self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource) -> dict[str, torch.Tensor]:
+        """The contrast and, per stage l, the mean similarity to the positive (`positive_l`) and to the negatives (`negative_l`)."""
+        stages = self.similarities(units, draws, navigator, features)
+        terms = {"contrast": contrast_of(stages)}
+        for stage, (positive, negative) in enumerate(stages):
+            terms[f"positive_{stage}"], terms[f"negative_{stage}"] = positive.mean(), negative.mean()
+        return terms
+
+
+class ContrastBi(Contrast, objective="bi"):
     """The binary contrast: the same edit on two codes agrees, another edit disagrees (2.5 B renders)."""
 
     def __init__(self, strength_range: float, mask: str, cos_mode: str) -> None:
@@ -125,9 +161,9 @@ class ContrastBi(Objective, objective="bi"):
         i, j, s, s_negative = sample_bi_indices(num_directions, units, rng, self.strength_range)
         return {"i": i, "j": j, "s": s, "s_negative": s_negative}
 
-    def compute(
+    def similarities(
         self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
-    ) -> dict[str, torch.Tensor]:
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         half = units.shape[0]
         w1, w2 = units[:, 0], units[:, 1]
         i, j, s, s_negative = (draws[name].to(units.device) for name in ("i", "j", "s", "s_negative"))
@@ -139,10 +175,10 @@ class ContrastBi(Objective, objective="bi"):
         query = feature_changes([f[:half] for f in edited], base1)
         positive = feature_changes([f[half : 2 * half] for f in edited], base2)
         negative = feature_changes([f[2 * half :] for f in edited], base2)
-        return {"contrast": bi_loss(query, positive, negative, mask_mode=self.mask, cos_mode=self.cos_mode)}
+        return bi_similarities(query, positive, negative, mask_mode=self.mask, cos_mode=self.cos_mode)
 
 
-class ContrastPt(Objective, objective="pt"):
+class ContrastPt(Contrast, objective="pt"):
     """The prototype contrast: each direction's change matches its own learned RGB pattern (2 B renders)."""
 
     def __init__(
@@ -157,9 +193,9 @@ class ContrastPt(Objective, objective="pt"):
         strength = sample_strengths(units, rng, self.strength_range)
         return {"query": query, "strength": strength, "mirror": torch.rand((), generator=rng) < 0.5}
 
-    def compute(
+    def similarities(
         self, units: torch.Tensor, draws: Draws, navigator: Navigator, features: FeatureSource, shared: Sequence[torch.Tensor] = ()
-    ) -> dict[str, torch.Tensor]:
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         ws, batch = units[:, 0], units.shape[0]
         query, strength = draws["query"].to(ws.device), draws["strength"].to(ws.device)
         images = features.render(torch.cat([navigator.apply(ws, query, strength / 2), navigator.apply(ws, query, -strength / 2)]))
@@ -169,7 +205,7 @@ class ContrastPt(Objective, objective="pt"):
             both = features.of_images(torch.cat([images, self.prototypes.patterns(bool(draws["mirror"]))]))
             stages, prototype_stages = [f[: 2 * batch] for f in both], [f[2 * batch :] for f in both]
         change = feature_changes([f[:batch] for f in stages], [f[batch:] for f in stages])
-        return {"contrast": pt_loss(change, prototype_stages, query, mask_mode=self.mask, cos_mode=self.cos_mode)}
+        return pt_similarities(change, prototype_stages, query, mask_mode=self.mask, cos_mode=self.cos_mode)
 
     def shared_inputs(self, draws: Draws, features: FeatureSource) -> list[torch.Tensor]:
         """The K prototypes' features, so that a batch cut into micro-batches passes them through the sensor once."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -18,6 +19,7 @@ from contrafeat.discovery.registry import ANSWER_KEYS, method_spec
 from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
 from contrafeat.discovery.trainer import Trainer, navigator_directions
+from contrafeat.discovery.validation import DirectionsMeasure
 from contrafeat.errors import UserError
 from contrafeat.features import build_sensor
 from contrafeat.gan.identity import generator_identity
@@ -48,8 +50,17 @@ def check_fits_generator(config: DiscoveryConfig, generator: GeneratorLike) -> N
         )
 
 
-def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool, verbose: bool = True) -> TrainedRun:
-    """Models, the PCA of W (shared by the ranks), training from scratch or the run's training state; rank 0 saves pca.safetensors."""
+def train_run(
+    config: DiscoveryConfig,
+    run_dir: Path,
+    resuming: bool,
+    runtime: Runtime,
+    progress: bool,
+    verbose: bool = True,
+    measures: Callable[[GeneratorLike], Sequence[DirectionsMeasure]] | None = None,
+) -> TrainedRun:
+    """Models, the PCA of W (shared by the ranks), training from scratch or the run's training state; rank 0 saves pca.safetensors.
+    `measures` makes, from the generator, what the trainer measures of the directions at each look (validation.jsonl)."""
     progress = progress and runtime.is_main
     generator = load_generator(config.checkpoint, device=runtime.device)
     kind = method_spec(config.method).directions
@@ -69,7 +80,7 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
         return TrainedRun(generator, pca, None, directions)
     navigator, objective = build_navigator(config, generator, pca), build_objective(config, generator)
     if objective is not None:
-        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime)
+        trainer = Trainer(config, generator, sensor, pca, navigator, objective, run_dir, runtime, measures(generator) if measures else ())
         if runtime.is_main and verbose:
             budget = run_budget(config)
             print(
@@ -81,7 +92,9 @@ def train_run(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: R
             if runtime.is_main and verbose:
                 print(f"resuming at step {trainer.step} of {config.steps}", file=sys.stderr)
         trainer.run(progress=progress)
-    directions = navigator_directions(navigator, pca, config.method, generator) if runtime.is_main else None
+        directions = trainer.directions() if runtime.is_main else None
+    else:
+        directions = navigator_directions(navigator, pca, config.method, generator) if runtime.is_main else None
     return TrainedRun(generator, pca, objective, directions)
 
 

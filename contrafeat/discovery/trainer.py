@@ -11,10 +11,11 @@ number of ranks.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Sequence
 
 import torch
 from tqdm import tqdm
@@ -29,6 +30,7 @@ from contrafeat.discovery.objectives import CoupledObjective, Draws, FeatureSour
 from contrafeat.discovery.precision import check_precision, grad_scaler
 from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis
+from contrafeat.discovery.validation import VALIDATION_CODES, VALIDATION_FILE, VALIDATION_SEED, DirectionsMeasure, Progress, Validation
 from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
@@ -71,13 +73,53 @@ def saved_state(run_dir: Path) -> Path | None:
 
 
 def write_log_line(log: IO[str], board, step: int, values: dict[str, float]) -> None:
-    """One log.jsonl line (flushed) and the loss terms as TensorBoard scalars when a writer is open."""
+    """One line of a .jsonl log (flushed) and the values as TensorBoard scalars when a writer is open."""
     log.write(json.dumps({"step": step, **values}) + "\n")
     log.flush()
     if board is not None:
         for name, value in values.items():
             if name != "images_per_s":
                 board.add_scalar(name, value, step)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the lines of a .jsonl log written after `step` (a resumed run writes them again)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+class ParameterAverage:
+    """The running mean of a module's parameters over the steps after `start` (Polyak averaging)."""
+
+    def __init__(self) -> None:
+        self.start, self.count, self.means = -1, 0, {}
+
+    def update(self, module: torch.nn.Module, start: int) -> None:
+        """Add the current parameters; a new `start` (a resumed run with more steps) begins the mean again."""
+        if start != self.start:
+            self.start, self.count, self.means = start, 0, {}
+        self.count += 1
+        for name, parameter in module.named_parameters():
+            value = parameter.detach()
+            mean = self.means.setdefault(name, torch.zeros_like(value))
+            mean += (value - mean) / self.count
+
+    def averaged(self, module: torch.nn.Module) -> torch.nn.Module:
+        """A copy of `module` holding the mean parameters (the module itself while nothing is averaged)."""
+        if not self.count:
+            return module
+        result = copy.deepcopy(module)
+        with torch.no_grad():
+            for name, parameter in result.named_parameters():
+                parameter.copy_(self.means[name])
+        return result
+
+    def state_dict(self) -> dict:
+        return {"start": self.start, "count": self.count, "means": self.means}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start, self.count, self.means = int(state["start"]), int(state["count"]), dict(state["means"])
 
 
 def random_state(device: torch.device) -> list[torch.Tensor]:
@@ -108,8 +150,10 @@ class Trainer:
         objective: Objective,
         run_dir: Path,
         runtime: Runtime | None = None,
+        measures: Sequence[DirectionsMeasure] = (),
     ) -> None:
         self.config, self.generator, self.pca = config, generator, pca
+        self.generator_id = generator_identity(generator)
         self.runtime = runtime or Runtime(device=generator.w_avg.device)
         check_precision(config.precision, self.runtime.device)
         self.features = FeatureSource(generator, sensor, config.noise_mode, config.precision, config.channels_last)
@@ -126,6 +170,25 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(distributed.local_seed(config.seed, self.runtime.rank, 0))
         self.step = 0
+        self.average = ParameterAverage()
+        self.progress = Progress(self._validation(), measures) if self.runtime.is_main else None
+
+    def _validation(self) -> Validation:
+        """The fixed validation batch: codes drawn as training draws them, and the objective's draws for them."""
+        rng = torch.Generator().manual_seed(VALIDATION_SEED)
+        ws = sample_start_codes(self.generator, VALIDATION_CODES, self.config, rng)
+        return Validation(self.objective, self.features, ws.to(self.runtime.device), self.navigator.num_directions, rng)
+
+    @property
+    def average_start(self) -> int:
+        """The step after which the navigator's parameters are averaged into the result (config.averaging of the steps)."""
+        return self.config.steps - round(self.config.averaging * self.config.steps)
+
+    def result_navigator(self) -> Navigator:
+        """The navigator whose directions the run returns now: the averaged one inside the averaging window."""
+        navigator = self.average.averaged(self.navigator)
+        assert isinstance(navigator, Navigator)  # a copy of the navigator, or itself
+        return navigator
 
     @property
     def batch_is_split(self) -> bool:
@@ -160,6 +223,8 @@ class Trainer:
             self.scaler.scale(self.config.diversity_weight * terms["diversity"]).backward()
         self._optimizer_step()
         self.step += 1
+        if self.config.averaging and self.step > self.average_start:
+            self.average.update(self.navigator, self.average_start)
         total = tensor_sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
         return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
 
@@ -252,6 +317,7 @@ class Trainer:
             "objective": self.objective.state_dict(),
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "scaler": self.scaler.state_dict(),
+            "average": self.average.state_dict(),
             "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -277,10 +343,15 @@ class Trainer:
         self._load_optimizers(state, path)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if "average" in state:
+            self.average.load_state_dict(state["average"])
         self.rng.set_state(state["rng"])
         if self.runtime.is_main:
             torch.set_rng_state(state["torch_rng"])
-            self._truncate_log()
+            for name in (LOG_FILE, VALIDATION_FILE):
+                truncate_log(self.run_dir / name, self.step)
+            if self.progress is not None:  # the next look's angles are measured from here
+                self.progress.previous = self.directions().vectors
         else:
             torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step))
 
@@ -295,30 +366,32 @@ class Trainer:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(saved[name])
 
-    def _truncate_log(self) -> None:
-        """Drop log lines written after the training state being resumed (they will be written again)."""
-        path = self.run_dir / LOG_FILE
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
-
     def run(self, progress: bool = True) -> None:
-        """Train until config.steps, logging and saving the training state (rank 0); Ctrl-C saves it first."""
+        """Train until config.steps, logging (the mean of each term since the last line), looking at the validation
+        batch every config.validate_every steps and saving the training state (rank 0); Ctrl-C saves it first."""
         images_per_step = self.objective.renders_per_batch(self.navigator.num_directions, self.config.batch_size)
         show = progress and self.runtime.is_main
         bar = tqdm(total=self.config.steps, initial=self.step, disable=not show, desc="discover", unit="step")
         started, started_step = time.perf_counter(), self.step
         board = tensorboard_writer(self.run_dir) if self.runtime.is_main else None
+        sums: dict[str, float] = {}
+        counted = 0
         try:
-            with self._log_file() as log:
+            with self._log_file(LOG_FILE) as log, self._log_file(VALIDATION_FILE) as validation_log:
+                if validation_log is not None and self.step == 0:
+                    self._look(validation_log, board, bar)
                 while self.step < self.config.steps:
                     terms = self.train_step()
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in terms.items()})
-                    if log is not None and (self.step % self.config.log_every == 0 or self.step == self.config.steps):
+                    sums, counted = {name: sums.get(name, 0.0) + value for name, value in terms.items()}, counted + 1
+                    last = self.step == self.config.steps
+                    if log is not None and (self.step % self.config.log_every == 0 or last):
                         elapsed = time.perf_counter() - started
                         rate = images_per_step * (self.step - started_step) / max(elapsed, 1e-9)
-                        write_log_line(log, board, self.step, {**terms, "images_per_s": rate})
+                        write_log_line(log, board, self.step, {**{name: total / counted for name, total in sums.items()}, "images_per_s": rate})
+                        sums, counted = {}, 0
+                    if validation_log is not None and (self.step % self.config.validate_every == 0 or last):
+                        self._look(validation_log, board, bar)
                     if self.step % self.config.save_every == 0:
                         self.save_state()
         except KeyboardInterrupt:
@@ -330,18 +403,28 @@ class Trainer:
                 board.close()
         self.save_state()
 
-    def _log_file(self) -> contextlib.AbstractContextManager[IO[str] | None]:
-        """log.jsonl opened for appending on rank 0; None elsewhere."""
-        return open(self.run_dir / LOG_FILE, "a") if self.runtime.is_main else contextlib.nullcontext(None)
+    def _look(self, log: IO[str], board, bar: tqdm) -> None:
+        """One line of validation.jsonl: the validation batch, the angles moved and the measures of the current result."""
+        assert self.progress is not None  # rank 0 looks
+        navigator = self.result_navigator()
+        values = self.progress.look(navigator, navigator_directions(navigator, self.pca, self.config.method, self.generator, self.generator_id))
+        write_log_line(log, board, self.step, values)
+        shown = {key: values[key] for key in ("validation_contrast", "score", "found") if key in values}
+        bar.set_postfix({key: f"{value:.3f}" for key, value in shown.items()})
+
+    def _log_file(self, name: str) -> contextlib.AbstractContextManager[IO[str] | None]:
+        """A log of the run folder opened for appending on rank 0; None elsewhere."""
+        return open(self.run_dir / name, "a") if self.runtime.is_main else contextlib.nullcontext(None)
 
     def directions(self) -> Directions:
-        """The trained directions as the artefact every consumer reads."""
-        return navigator_directions(self.navigator, self.pca, self.config.method, self.generator)
+        """The trained directions (averaged over the averaging window) as the artefact every consumer reads."""
+        return navigator_directions(self.result_navigator(), self.pca, self.config.method, self.generator, self.generator_id)
 
 
 @torch.no_grad()
-def navigator_directions(navigator: Navigator, pca: PCABasis, method: str, generator: GeneratorLike) -> Directions:
-    """A navigator's directions, attention and suggested strengths as the Directions artefact."""
+def navigator_directions(navigator: Navigator, pca: PCABasis, method: str, generator: GeneratorLike, generator_id: str | None = None) -> Directions:
+    """A navigator's directions, attention and suggested strengths as the Directions artefact (`generator_id`: the
+    generator's identity when already known)."""
     vectors = navigator.directions()
     attention = navigator.attention()
     return Directions(
@@ -349,5 +432,5 @@ def navigator_directions(navigator: Navigator, pca: PCABasis, method: str, gener
         attention=attention,
         strengths=suggest_strengths(vectors, attention, pca),
         method=method,
-        generator_id=generator_identity(generator),
+        generator_id=generator_id or generator_identity(generator),
     )

@@ -1,7 +1,9 @@
 """The attribute-change matrix of a set of directions, its disentanglement score and attributes found.
 
 D_ij = | mean over samples of P_j(G(w + e_i d_i)) - P_j(G(w - e_i d_i)) |, rows normalised to max 1;
-score = mean_i (top1_i - top2_i), found = number of distinct row argmaxes. The strength e_i is either one
+score = mean_i (top1_i - top2_i) (the paper's, over all K rows), found = number of distinct row argmaxes, and the
+per-factor score = mean over attributes j of the largest purity top1_i - top2_i among the rows i whose argmax is j
+(0 for an attribute no row moves most), which compares sets of any size K with the attributes one for one. The strength e_i is either one
 fixed value for every direction (the published protocol) or calibrated per direction so that the
 edit moves the sensor features by a set amount (`calibration.py`).
 """
@@ -140,11 +142,12 @@ class AttributeScores:
 
     score: float
     found: int
+    factor_score: float
     score_before_norm: float
     row_argmax: list[int | None]
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"score": self.score, "found": self.found, "score_before_norm": self.score_before_norm}
+        return {"score": self.score, "found": self.found, "factor_score": self.factor_score, "score_before_norm": self.score_before_norm}
 
 
 def top_two_gap(rows: torch.Tensor) -> torch.Tensor:
@@ -156,17 +159,20 @@ def top_two_gap(rows: torch.Tensor) -> torch.Tensor:
 
 
 def score_matrix(matrix: torch.Tensor, dead: Sequence[int] = ()) -> AttributeScores:
-    """Row-normalised disentanglement score, distinct attributes found, and the raw-matrix score; the `dead` rows
-    (directions that do not move the image, see `dead_directions`) and all-zero rows score 0 and find nothing."""
+    """Row-normalised disentanglement score, distinct attributes found, the per-factor score and the raw-matrix score;
+    the `dead` rows (directions that do not move the image, see `dead_directions`) and all-zero rows score 0 and find nothing."""
     matrix = matrix.double()
     peak = matrix.max(dim=1).values
     alive = peak > 0
     alive[list(dead)] = False
     normalised = torch.where(alive[:, None], matrix / peak.clamp_min(torch.finfo(matrix.dtype).tiny)[:, None], torch.zeros_like(matrix))
     argmax = [int(row.argmax()) if live else None for row, live in zip(normalised, alive)]
+    purity = top_two_gap(normalised)  # [K]
+    best = [max((float(purity[row]) for row, column in enumerate(argmax) if column == attribute), default=0.0) for attribute in range(matrix.shape[1])]
     return AttributeScores(
-        score=float(top_two_gap(normalised).mean()),
+        score=float(purity.mean()),
         found=len({column for column in argmax if column is not None}),
+        factor_score=sum(best) / len(best),
         score_before_norm=float(top_two_gap(torch.where(alive[:, None], matrix, torch.zeros_like(matrix))).mean()),
         row_argmax=argmax,
     )

@@ -76,7 +76,7 @@ def attribute_comparison(generator: GeneratorLike, directions: Directions, pca: 
     rows = []
     for name, candidate in candidates.items():
         scores = fixed_strength_scores(generator, candidate, predictor, settings)
-        rows.append({"directions": name, "score": scores.score, "attributes_found": scores.found})
+        rows.append({"directions": name, "score": scores.score, "per_factor_score": scores.factor_score, "attributes_found": scores.found})
     return rows
 
 
@@ -108,8 +108,10 @@ def evaluate_directions(
     metrics: dict[str, Any] = {
         "score_fixed": fixed_scores.score,
         "found_fixed": fixed_scores.found,
+        "factor_score_fixed": fixed_scores.factor_score,
         "score_calibrated": calibrated_scores.score,
         "found_calibrated": calibrated_scores.found,
+        "factor_score_calibrated": calibrated_scores.factor_score,
         "dead": len(calibration.dead),
     }
     if has_true_edits(generator):

@@ -10,8 +10,10 @@ from contrafeat.io_utils import atomic_write_text
 
 METRIC_LABELS = {
     "score_fixed": "score (fixed e)",
+    "factor_score_fixed": "per-factor score (fixed e)",
     "found_fixed": "found (fixed e)",
     "score_calibrated": "score (calibrated e)",
+    "factor_score_calibrated": "per-factor score (calibrated e)",
     "found_calibrated": "found (calibrated e)",
     "dead": "dead",
     "true_edit_cos": "cos to true edits (read span)",

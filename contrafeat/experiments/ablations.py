@@ -121,6 +121,7 @@ def run_rows(cells: list[tuple[Variant, int, Cell]], results: dict[Path, dict[st
                 "seed": seed,
                 "score_fixed": result["score"],
                 "found_fixed": result["found"],
+                "factor_score_fixed": result.get("factor_score"),
                 "true_edit_cos": result["true_edit_cos"],
                 "cell": cell.folder.name,
             }

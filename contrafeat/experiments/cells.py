@@ -84,7 +84,8 @@ class TrainingCell:
         assert has_true_edits(generator)  # the grid runs on the linear shapes3d world
         directions.save(self.folder)
         scores = fixed_strength_scores(generator, directions, build_predictor("exact", generator), self.evaluation)
-        return {"score": scores.score, "found": scores.found, "true_edit_cos": true_edit_agreement(generator, directions)["true_edit_cos"]}
+        agreement = true_edit_agreement(generator, directions)["true_edit_cos"]
+        return {"score": scores.score, "found": scores.found, "factor_score": scores.factor_score, "true_edit_cos": agreement}
 
 
 @dataclass(frozen=True)

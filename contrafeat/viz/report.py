@@ -1,4 +1,5 @@
-"""report.html of a run: config, loss curves, traversals, attention and prototype pictures, tables."""
+"""report.html of a run: what was found first (tables, attribute matrix, attention, traversals), then how training
+went (the progress picture and a verdict on convergence), the configuration last."""
 from __future__ import annotations
 
 import html
@@ -6,38 +7,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
-
-from contrafeat.io_utils import atomic_write_text  # noqa: E402
-
-
-def read_log(path: Path) -> list[dict]:
-    """The entries of a log.jsonl file (missing file -> empty list)."""
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_loss_curves(log: list[dict], path: Path) -> Path | None:
-    """One panel per logged loss term against the step; None when nothing was logged."""
-    terms = [key for key in (log[0] if log else {}) if key not in ("step", "time", "images_per_s")]
-    if not terms:
-        return None
-    figure, axes = plt.subplots(1, len(terms), figsize=(3.2 * len(terms), 2.6), squeeze=False)
-    steps = [entry["step"] for entry in log]
-    for axis, term in zip(axes[0], terms):
-        axis.plot(steps, [entry[term] for entry in log], lw=1)
-        axis.set_title(term, fontsize=9)
-        axis.set_xlabel("step", fontsize=8)
-        axis.tick_params(labelsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+from contrafeat.io_utils import atomic_write_text
+from contrafeat.viz.progress import convergence_verdict, read_log, write_progress_curves
 
 
 def html_table(rows: Sequence[dict], caption: str) -> str:
@@ -54,18 +27,16 @@ def html_table(rows: Sequence[dict], caption: str) -> str:
 def write_report(run_dir: Path, tables: Sequence[tuple[str, Sequence[dict]]] = (), title: str = "contrafeat run") -> Path:
     """Assemble report.html from what the run folder holds (pictures are referenced relatively)."""
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(str(run_dir.resolve()))}</p>"]
-    config_path = run_dir / "config.yaml"
-    if config_path.is_file():
-        config = yaml.safe_load(config_path.read_text())
-        parts.append(html_table([{"option": k, "value": v} for k, v in config.items()], "configuration"))
     for caption, rows in tables:
         parts.append(html_table(rows, caption))
-    curves = write_loss_curves(read_log(run_dir / "log.jsonl"), run_dir / "loss_curves.png")
-    if curves:
-        parts.append('<h2>loss curves</h2><img src="loss_curves.png">')
-    for name, heading in (("attention.png", "layer attention"), ("prototypes.png", "prototype patterns")):
+    pictures = (
+        ("attribute_matrix.png", "attribute matrix (rows: directions, columns: factors, each row divided by its largest change)"),
+        ("attention.png", "layer attention"),
+        ("prototypes.png", "prototype patterns"),
+    )
+    for name, heading in pictures:
         if (run_dir / name).is_file():
-            parts.append(f'<h2>{heading}</h2><img src="{name}">')
+            parts.append(f'<h2>{html.escape(heading)}</h2><img src="{name}">')
     traversals = sorted((run_dir / "traversals").glob("traversal_*.png"))
     if traversals:
         parts.append("<h2>traversals (rows: samples, columns: -s .. +s)</h2>")
@@ -73,6 +44,17 @@ def write_report(run_dir: Path, tables: Sequence[tuple[str, Sequence[dict]]] = (
         for path in traversals:
             index = int(path.stem.split("_")[1])
             parts.append(f"<h3>direction {index}{meta.get(index, '')}</h3><img src=\"traversals/{path.name}\">")
+    validation = read_log(run_dir / "validation.jsonl")
+    curves = write_progress_curves(read_log(run_dir / "log.jsonl"), validation, run_dir / "loss_curves.png")
+    if curves:
+        parts.append("<h2>training progress</h2>")
+        if validation:
+            parts.append(f"<p>{html.escape(convergence_verdict(validation))}</p>")
+        parts.append('<img src="loss_curves.png">')
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        config = yaml.safe_load(config_path.read_text())
+        parts.append(html_table([{"option": k, "value": v} for k, v in config.items()], "configuration"))
     style = (
         "body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;margin:1em 0} "
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px} img{max-width:100%}"
