@@ -8,10 +8,11 @@
 2. The optimiser: the gradient's signal-to-noise at each trained run's final point, |mean g| / rms(g_b - mean g)
    over independent training batches b of the run's own batch size.
 3. The parameterisation: the best linear edits pushed through the navigator's own form (the vector projected onto
-   the top-k PCs of W; the layer weights fitted by a softmax followed by the Gaussian smoothing), scored alike.
+   the top-k PCs of W; the layer weights fitted by a softmax followed by the Gaussian smoothing), scored alike, at
+   the default k and, for the scores only, at every k of --subspace-dims.
 
 Usage: .venv/bin/python benchmarks/discovery_diagnostics.py RUN [RUN ...] [--checkpoint shapes3d-learned] [--pairs 64]
-       [--batches 16] [--sensor-sizes 0 128] [--out docs/diagnostics]
+       [--batches 16] [--sensor-sizes 0 128] [--subspace-dims 10 20 40 64] [--out docs/diagnostics]
 """
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--batches", type=int, default=16, help="training batches for the gradient's signal-to-noise")
     parser.add_argument("--sensor-sizes", type=int, nargs="+", default=[0, 128], help="sensor input sizes (0: the generator's own)")
-    parser.add_argument("--subspace-dim", type=int, default=DiscoveryConfig.subspace_dim)
+    parser.add_argument("--subspace-dim", type=int, default=20, help="k of the navigator the best linear edits are pushed through")
+    parser.add_argument("--subspace-dims", type=int, nargs="*", default=[], help="more k at which to score the pushed edits")
     parser.add_argument("--out", type=Path, default=None, help="stem of a CSV and Markdown table to write")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -154,7 +156,12 @@ def main() -> None:
             row[f"contrast ({label})"], row[f"halves differ ({label})"] = loss, halves
         for row, run in zip(rows[1:], args.runs):
             row[f"gradient SNR ({label})"] = gradient_snr(run, generator, sensor, pca, args.batches)
-    columns = list(rows[0])
+    for size in args.subspace_dims:
+        for smooth in (False, True):
+            pushed = through_navigator(best, pca, size, project=True, smooth=smooth)
+            label = f"best linear, top-{size} PCs" + (", smoothed attention" if smooth else "")
+            rows.append({"directions": label, "K": pushed.count, **exact_scores(generator, pushed)})
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
