@@ -25,10 +25,18 @@ ZOO: dict[str, Callable[[], GeneratorLike]] = {"shapes3d": _build_shapes3d, "sha
 
 
 def load_generator(spec: str | Path, device: str | torch.device = "cpu") -> GeneratorLike:
-    """A zoo name ('shapes3d', 'shapes3d-learned') or a checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
+    """A zoo name ('shapes3d', 'shapes3d-learned'), a world file written by `contrafeat shapes3d train-world`, or a
+    checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
     from contrafeat.gan.checkpoints import load_checkpoint
+    from contrafeat.gan.tagged_weights import weights_tag
+    from contrafeat.shapes3d.learned_generator import FORMAT_TAG, load_learned_world
 
     name = str(spec)
-    generator = ZOO[name]() if name in ZOO else load_checkpoint(Path(name))
+    if name in ZOO:
+        generator = ZOO[name]()
+    elif Path(name).is_file() and weights_tag(Path(name)) == FORMAT_TAG:
+        generator = load_learned_world(Path(name))
+    else:
+        generator = load_checkpoint(Path(name))
     assert isinstance(generator, torch.nn.Module)  # every built-in generator and every checkpoint's is one
     return generator.eval().requires_grad_(False).to(device)

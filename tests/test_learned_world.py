@@ -127,6 +127,10 @@ def test_train_world_command_writes_a_loadable_world(tmp_path, capsys):
     flags = ["--steps", "4", "--batch", "16", "--projections", "4", "--no-progress"]
     assert main(["shapes3d", "train-world", "--out", str(out), *flags]) == 0
     assert "wrote" in capsys.readouterr().out and load_learned_world(out).num_ws == 10
+    trained, shipped = load_generator(out), load_generator("shapes3d-learned")  # --checkpoint takes the file
+    codes = seeded_codes(shipped, 8, seed=0, truncation_psi=0.5)
+    assert isinstance(trained, type(shipped)) and not torch.equal(trained.levels(codes), shipped.levels(codes))
+    assert torch.equal(load_generator(DEFAULT_WEIGHTS).levels(codes), shipped.levels(codes))
 
 
 def test_unusable_weight_files_are_refused(tmp_path):

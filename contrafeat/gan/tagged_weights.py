@@ -24,6 +24,15 @@ def save_tagged_weights(module: nn.Module, path: Path, tag: str, version: str, d
     atomic_replace(temporary, path)
 
 
+def weights_tag(path: Path) -> str | None:
+    """The format tag in a safetensors file's metadata; None for any other file (nothing in it is executed)."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
 def load_tagged_weights(module: nn.Module, path: Path, tag: str, version: str, expected: str) -> dict[str, Any]:
     """Load the file's tensors into `module` and return its details; UserError naming the file and `expected` when unusable."""
     if not path.is_file():
