@@ -69,7 +69,7 @@ def test_two_processes_equal_one_process(runs, tmp_path, method):
 def test_only_rank_zero_writes(runs):
     _, root = runs
     for name in (*(f"2p-{method}" for method in METHODS), "2p-half", "2p-micro"):
-        assert sorted(p.name for p in (root / name).iterdir()) == ["log.jsonl", "training_state.pt"], name
+        assert sorted(p.name for p in (root / name).iterdir()) == ["log.jsonl", "training_state.pt", "validation.jsonl"], name
         assert not (root / f"{name}-rank1").exists(), name
 
 
