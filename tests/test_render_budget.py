@@ -9,7 +9,7 @@ from contrafeat.discovery import run as run_module
 from contrafeat.discovery.config import build_config, save_config
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.registry import METHODS, renders_per_step
-from contrafeat.discovery.trainer import STATE_FILE
+from contrafeat.discovery.trainer import STATE_FILE, Trainer
 from contrafeat.errors import UserError
 from contrafeat.zoo import load_generator
 
@@ -42,6 +42,7 @@ def test_renders_per_step_is_what_a_training_step_renders(tmp_path, monkeypatch,
 
     generator.synthesis = counted
     monkeypatch.setattr(run_module, "load_generator", lambda checkpoint, device="cpu": generator)
+    monkeypatch.setattr(Trainer, "_look", lambda *arguments: None)  # the validation batch is no part of the training budget
     config = build_config("shapes3d", None, {"method": method, **({"loss": loss} if loss else {}), **TINY})
     run_module.train_run(config, tmp_path, resuming=False, runtime=Runtime(), progress=False, verbose=False)
     assert images and sum(images) == renders_per_step(config) == renders
