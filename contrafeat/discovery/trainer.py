@@ -93,7 +93,8 @@ class ParameterAverage:
     """The running mean of a module's parameters over the steps after `start` (Polyak averaging)."""
 
     def __init__(self) -> None:
-        self.start, self.count, self.means = -1, 0, {}
+        self.start, self.count = -1, 0
+        self.means: dict[str, torch.Tensor] = {}
 
     def update(self, module: torch.nn.Module, start: int) -> None:
         """Add the current parameters; a new `start` (a resumed run with more steps) begins the mean again."""
