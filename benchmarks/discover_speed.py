@@ -24,8 +24,8 @@ import torch.distributed as dist
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective, uses_sensor
-from contrafeat.discovery.registry import renders_per_step
+from contrafeat.discovery.methods import build_navigator, uses_sensor
+from contrafeat.discovery.objectives import build_objective
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.features import build_sensor
@@ -78,7 +78,7 @@ def overhead_table(world: str, pca: PCABasis, steps: int, methods: tuple[str, ..
     for method in methods:
         with tempfile.TemporaryDirectory() as folder:
             trainer = build_trainer(method, pca, Path(folder), world=world, **overrides)
-            images = renders_per_step(trainer.config)
+            images = trainer.config.renders_per_step
             prototypes = trainer.navigator.num_directions if hasattr(trainer.objective, "prototypes") else 0
             sensor = trainer.features.sensor if uses_sensor(trainer.config, trainer.generator) else None
             bare = bare_pass(trainer.generator, sensor, images, sensor_only=prototypes)
@@ -153,7 +153,7 @@ def compare_processes(pca: PCABasis, steps: int, cores: int, repeats: int) -> No
         pca_path = Path(folder) / "pca.safetensors"
         pca.save(pca_path)
         for method in TRAINED_METHODS:
-            images = renders_per_step(build_config("shapes3d", None, {"method": method}))
+            images = build_config("shapes3d", None, {"method": method}).renders_per_step
             rates: dict[int, list[float]] = {1: [], cores: []}
             for _ in range(repeats):
                 for world, threads in ((1, cores), (cores, 1)):
@@ -177,7 +177,7 @@ def compare_precisions(pca: PCABasis, steps: int) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 trainer = build_trainer(method, pca, Path(folder), runtime, precision=precision, channels_last=True)
                 seconds = time_trainer(trainer, steps)
-            rates.append(renders_per_step(trainer.config) / seconds)
+            rates.append(trainer.config.renders_per_step / seconds)
         print(f"{method:10s} " + " ".join(f"{rate:10.1f}" for rate in rates) + f"   bf16/fp32 {rates[1] / rates[0]:.2f}  fp16/fp32 {rates[2] / rates[0]:.2f}")
 
 

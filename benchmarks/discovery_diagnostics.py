@@ -44,14 +44,14 @@ ATTENTION_FIT_STEPS = 500
 
 
 class EditSet(torch.nn.Module):
-    """Fixed W+ edits [K, L, C] behind the navigator's `apply` (what an objective reads of a navigator)."""
+    """Fixed W+ edits [K, L, C] behind the navigator's `apply_to` (what an objective reads of a navigator)."""
 
     def __init__(self, directions: Directions) -> None:
         super().__init__()
         self.edits = directions.edits()
         self.num_directions = directions.count
 
-    def apply(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def apply_to(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
         return ws + strength.reshape(-1, 1, 1) * self.edits[index.reshape(-1)]
 
 
@@ -72,7 +72,7 @@ def contrast_on_fixed_batch(objective: ContrastBi, features: FeatureSource, dire
     halves = [torch.arange(0, pairs // 2), torch.arange(pairs // 2, pairs)]
     values = []
     for half in halves:
-        terms = objective.compute(units[half], {k: v[half] for k, v in draws.items()}, edits, features)  # type: ignore[arg-type]
+        terms = objective.compute(units[half], draws.rows(half), edits, features)  # type: ignore[arg-type]
         values.append(float(terms["contrast"]))
     return sum(values) / 2, abs(values[0] - values[1])
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from contrafeat.commands.evaluate_commands import REFERENCE_KINDS
 from contrafeat.discovery.config import DiscoveryConfig, build_config
-from contrafeat.discovery.registry import METHODS, method_spec, renders_per_step
+from contrafeat.discovery.registry import METHODS, method_spec
 from contrafeat.discovery.run import check_answer_key
 from contrafeat.discovery.trainer import saved_state
 from contrafeat.errors import UserError
@@ -34,7 +34,7 @@ from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.zoo import load_generator
 
 CONTRAFEAT = [sys.executable, "-m", "contrafeat.cli"]
-DEFAULT_RENDERS = renders_per_step(build_config()) * build_config().steps
+DEFAULT_RENDERS = build_config().renders_per_step * build_config().steps
 """The default run's renders (contra-bi: 1,500 steps of batch 10 at 2.5 renders per code)."""
 
 

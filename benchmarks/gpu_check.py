@@ -36,9 +36,9 @@ from memory_fit import ffhq_generator
 
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.methods import build_navigator, build_objective, uses_sensor
+from contrafeat.discovery.methods import build_navigator, uses_sensor
+from contrafeat.discovery.objectives import build_objective
 from contrafeat.discovery.precision import accelerate_sensor, autocast
-from contrafeat.discovery.registry import renders_per_step
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import Trainer
 from contrafeat.errors import UserError, one_line
@@ -212,7 +212,7 @@ def bare_seconds(trainer: Trainer, repeats: int) -> float:
     """One forward + backward of the generator and the sensor on as many images as a step renders (and the sensor on
     Pt's prototypes), at the step's precision."""
     generator, device, config = trainer.generator, trainer.runtime.device, trainer.config
-    z = torch.randn(renders_per_step(config), generator.z_dim, device=device)
+    z = torch.randn(config.renders_per_step, generator.z_dim, device=device)
     codes = generator.broadcast(generator.mapping(z)).requires_grad_(True)
     sensor = trainer.features.sensor
     prototypes = getattr(trainer.objective, "prototypes", None)  # Pt's K patterns go through the sensor every step
@@ -247,7 +247,7 @@ def training_step(method: str, resolution: int, device: torch.device, sizes: Siz
             trainer.train_step()
         synchronize(device)
         seconds = (time.perf_counter() - start) / sizes.steps
-        images = renders_per_step(trainer.config)
+        images = trainer.config.renders_per_step
         values = {"s_per_step": seconds, "images_per_s": images / seconds, "bare_ratio": seconds / bare_seconds(trainer, sizes.steps)}
     if device.type == "cuda":
         values["peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30

@@ -44,9 +44,9 @@ import torch
 from torch import nn
 
 from contrafeat.discovery.config import DiscoveryConfig, build_config
-from contrafeat.discovery.methods import build_navigator, build_objective, uses_sensor
+from contrafeat.discovery.methods import build_navigator, uses_sensor
 from contrafeat.discovery.navigator import Navigator
-from contrafeat.discovery.objectives import Objective
+from contrafeat.discovery.objectives import Objective, build_objective
 from contrafeat.discovery.registry import METHODS, method_spec
 from contrafeat.discovery.subspace import PCABasis, compute_pca
 from contrafeat.discovery.trainer import Trainer
@@ -173,7 +173,7 @@ def measure_in_process(method: str, resolution: int, micro_batch: int | None, th
     config, objective = parts.config, parts.objective
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, parts.generator, parts.sensor, parts.pca, parts.navigator, objective, Path(folder))
-        codes = max(map(len, trainer.micro_batches(config.batch_size // objective.codes_per_unit))) * objective.codes_per_unit
+        codes = max(map(len, trainer.share(config.batch_size // objective.codes_per_unit).batches)) * objective.codes_per_unit
         gc.collect()
         before = resident_bytes()
         reset_peak_resident()
@@ -187,7 +187,7 @@ def measure_in_process(method: str, resolution: int, micro_batch: int | None, th
         config.batch_size,
         micro_batch,
         codes,
-        objective.renders_per_batch(config.num_directions, codes),
+        config.plan().renders_per_step(config.num_directions, codes),
         peak / GB,
         parts.weights_gb(),
         seconds,

@@ -6,12 +6,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from contrafeat.discovery.directions import Directions, load_directions
+    from contrafeat.evaluation.api import evaluate
+    from contrafeat.runs import discover
     from contrafeat.zoo import load_generator
 
-__all__ = ["Directions", "load_directions", "load_generator"]
+__all__ = ["Directions", "discover", "evaluate", "load_directions", "load_generator"]
 __version__ = "0.1.0"
 
-PUBLIC = {"Directions": "contrafeat.discovery.directions", "load_directions": "contrafeat.discovery.directions", "load_generator": "contrafeat.zoo"}
+PUBLIC = {
+    "Directions": "contrafeat.discovery.directions",
+    "discover": "contrafeat.runs",
+    "evaluate": "contrafeat.evaluation.api",
+    "load_directions": "contrafeat.discovery.directions",
+    "load_generator": "contrafeat.zoo",
+}
 """Where each public name lives; imported on first use, so that `import contrafeat.x` does not pull in torch."""
 
 

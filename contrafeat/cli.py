@@ -10,6 +10,7 @@ import torch
 
 from contrafeat.commands import COMMAND_MODULES
 from contrafeat.commands.common import DefaultsHelpFormatter
+from contrafeat.console import attach_console
 from contrafeat.errors import UserError
 from contrafeat.options import COUNT, RENAMED_OPTIONS, flag
 
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a bad argument (2, its line already printed)
         return stop.code if isinstance(stop.code, int) else 2
+    attach_console()
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)  # several processes on few cores otherwise slow each other down

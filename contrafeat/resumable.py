@@ -1,15 +1,16 @@
-"""Small trainings that resume bit for bit: a training state beside the output file while the run is unfinished.
+"""The one training loop of the package (`run_steps`: progress bar, periodic atomic saves, a save on Ctrl-C), and the
+resume rules of the small trainings, which keep a training state beside their output file while unfinished.
 
-A training object has `step_count`, `total_steps`, `step()` (one optimisation step, returns its loss),
-`state_dict()` (the state after the last completed step) and `load_state_dict(state, path)` (which refuses a
-training state made with other settings, naming `path`).
+A training has `step_count`, `total_steps` and `train_step()` (one optimisation step, returns its named loss
+terms); a small training also has `state_dict()` (the state after the last completed step) and
+`load_state_dict(state, path)` (which refuses a training state made with other settings, naming `path`).
 """
 from __future__ import annotations
 
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 from tqdm import tqdm
@@ -18,12 +19,17 @@ from contrafeat.errors import UserError, one_line
 from contrafeat.io_utils import atomic_torch_save
 
 
-class Resumable(Protocol):
-    step_count: int
-    total_steps: int
+class Training(Protocol):
+    @property
+    def step_count(self) -> int: ...
 
-    def step(self) -> float: ...
+    @property
+    def total_steps(self) -> int: ...
 
+    def train_step(self) -> dict[str, float]: ...
+
+
+class Resumable(Training, Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any], path: Path) -> None: ...
@@ -54,20 +60,36 @@ def start_or_resume(training: Resumable, state_file: Path, resume: bool) -> None
         raise UserError(f"{state_file}: cannot resume from this training state ({one_line(error)})") from error
 
 
-def run_steps(training: Resumable, state_file: Path, save_every: int, progress: bool, description: str) -> None:
-    """Train to `total_steps`, saving the training state every `save_every` steps and on Ctrl-C."""
+def state_saver(training: Resumable, state_file: Path) -> Callable[[], None]:
+    """What saves a small training: its state written atomically to `state_file`."""
+    return lambda: atomic_torch_save(training.state_dict(), state_file)
+
+
+def run_steps(
+    training: Training,
+    save: Callable[[], None],
+    save_every: int,
+    progress: bool,
+    description: str,
+    after_step: Callable[[dict[str, float]], dict[str, float]] | None = None,
+) -> None:
+    """Train to `total_steps`, calling `save` every `save_every` steps and on Ctrl-C.
+
+    `after_step` sees each step's terms and returns what the progress bar shows (default: the loss)."""
     if save_every < 1:
         raise UserError(f"--save-every {save_every}: expected a positive integer")
     bar = tqdm(total=training.total_steps, initial=training.step_count, disable=not progress, desc=description, unit="step")
     try:
         while training.step_count < training.total_steps:
-            loss = training.step()
+            terms = training.train_step()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
+            shown = after_step(terms) if after_step is not None else {"loss": terms["loss"]}
+            if shown:
+                bar.set_postfix({name: f"{value:.4f}" for name, value in shown.items()})
             if training.step_count % save_every == 0:
-                atomic_torch_save(training.state_dict(), state_file)
+                save()
     except KeyboardInterrupt:
-        atomic_torch_save(training.state_dict(), state_file)
+        save()
         raise
     finally:
         bar.close()

@@ -25,8 +25,20 @@ ZOO: dict[str, Callable[[], GeneratorLike]] = {"shapes3d": _build_shapes3d, "sha
 
 
 def load_generator(spec: str | Path, device: str | torch.device = "cpu") -> GeneratorLike:
-    """A zoo name ('shapes3d', 'shapes3d-learned'), a world file written by `contrafeat shapes3d train-world`, or a
-    checkpoint path (.pkl, .pt, native folder) -> generator in eval mode."""
+    """Load a generator by zoo name or from a file.
+
+    Args:
+        spec: a zoo name (`shapes3d`, `shapes3d-learned`), a world file written by `contrafeat shapes3d train-world`,
+            or a checkpoint: an NVIDIA `.pkl` (read without running code from it), a rosinality `.pt` or a native
+            folder (`contrafeat convert`).
+        device: where the generator's weights go.
+
+    Returns:
+        The generator (`gan.interface.GeneratorLike`, a torch Module) in eval mode, without gradients.
+
+    Raises:
+        CheckpointError: a UserError: the file is missing, of an unknown kind, truncated or unsafe.
+    """
     from contrafeat.gan.checkpoints import load_checkpoint
     from contrafeat.gan.tagged_weights import weights_tag
     from contrafeat.shapes3d.learned_generator import FORMAT_TAG, load_learned_world

@@ -12,7 +12,8 @@ from tiny_world import TinyGenerator, TinySensor
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import build_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.methods import build_navigator
+from contrafeat.discovery.objectives import build_objective
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import Trainer
 

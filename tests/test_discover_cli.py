@@ -15,7 +15,7 @@ TINY += ["--checkpoint", "shapes3d"]
 
 def test_discover_writes_a_complete_run(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["discover", "--out", str(run), *TINY]) == 0
+    assert main(["discover", "--out", str(run), *TINY, "--validate-every", "4"]) == 0
     for name in ("config.yaml", "pca.safetensors", "training_state.pt", "directions.safetensors", "directions.json",
                  "log.jsonl", "report.html", "attention.png", "loss_curves.png"):
         assert (run / name).is_file(), name

@@ -20,7 +20,7 @@ from contrafeat.commands import evaluate_commands
 from contrafeat.discovery import distributed
 from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
-from contrafeat.evaluation import pairs
+from contrafeat.evaluation import api, pairs
 from contrafeat.evaluation.distillation import PAIRS_FOLDER
 from contrafeat.evaluation.pairs import MANIFEST_FILE, SHARD_PATTERN, PairSettings, write_pairs
 
@@ -161,16 +161,16 @@ def test_a_folder_of_other_settings_fails_on_every_rank_and_stays_untouched(spaw
 
 
 def evaluate_rank_main(rank: int, world_size: int, port: int, argv: list[str], root: Path) -> None:
-    """One spawned rank of `contrafeat evaluate`: its exit code and the files it wrote through atomic_write_text."""
+    """One spawned rank of `contrafeat evaluate`: its exit code and the result files it wrote through atomic_write_text."""
     join(rank, world_size, port)
     written: list[str] = []
-    atomic_write_text = evaluate_commands.atomic_write_text
+    atomic_write_text = api.atomic_write_text
 
     def recording_write(target, text):
         written.append(target.name)
         atomic_write_text(target, text)
 
-    evaluate_commands.atomic_write_text = recording_write
+    api.atomic_write_text = recording_write
     code = main(argv)
     get_reusable_executor().shutdown(wait=True)  # a spawned process waits for its children at exit: DCI's idle joblib workers would live 300 s
     (root / f"evaluate-rank{rank}.json").write_text(json.dumps({"code": code, "written": written}))

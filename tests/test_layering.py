@@ -6,15 +6,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "contrafeat"
 LAYERS = [
-    {"errors", "io_utils", "paths", "resumable", "devices", "options", "checks"},
+    {"errors", "io_utils", "paths", "resumable", "devices", "options", "checks", "console"},
     {"gan"},
     {"shapes3d"},
     {"zoo"},
     {"features"},
     {"discovery"},
     {"evaluation"},
-    {"experiments"},
     {"viz"},
+    {"runs"},
+    {"experiments"},
     {"editing"},
     {"ui"},
     {"commands"},

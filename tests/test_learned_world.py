@@ -85,7 +85,7 @@ def test_a_short_training_resumes_bit_for_bit_and_loads_back(tmp_path):
     train_world(straight, TINY, save_every=3, progress=False)
     training = WorldTraining(TINY)
     for _ in range(3):
-        training.step()
+        training.train_step()
     torch.save(training.state_dict(), state_path(split))
     with pytest.raises(UserError, match="an unfinished run exists"):
         train_world(split, TINY, progress=False)
@@ -98,7 +98,7 @@ def test_training_moves_the_levels_towards_uniform():
     training = WorldTraining(WorldSettings(steps=150, batch=256, projections=16))
     before = training.model.levels(training.codes(2000)).detach().double().numpy()
     while training.step_count < training.total_steps:
-        training.step()
+        training.train_step()
     after = training.finish().levels(training.codes(2000)).detach().double().numpy()
     assert world_properties.uniformity(after).mean() < 0.5 * world_properties.uniformity(before).mean()
 

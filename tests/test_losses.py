@@ -203,12 +203,12 @@ def test_only_navigator_and_prototypes_receive_gradients():
     w1, w2 = ws[:2], ws[2:]
     i, j, s, s_negative = sample_bi_indices(3, 2, rng)
     base1, base2 = world.sensor(world.synthesis(w1)), world.sensor(world.synthesis(w2))
-    query = feature_changes(world.sensor(world.synthesis(navigator.apply(w1, i, s))), base1)
-    positive = feature_changes(world.sensor(world.synthesis(navigator.apply(w2, i, s))), base2)
-    negative = feature_changes(world.sensor(world.synthesis(navigator.apply(w2, j, s_negative))), base2)
+    query = feature_changes(world.sensor(world.synthesis(navigator.apply_to(w1, i, s))), base1)
+    positive = feature_changes(world.sensor(world.synthesis(navigator.apply_to(w2, i, s))), base2)
+    negative = feature_changes(world.sensor(world.synthesis(navigator.apply_to(w2, j, s_negative))), base2)
     change = feature_changes(
-        world.sensor(world.synthesis(navigator.apply(ws, i.repeat(2), s.repeat(2) / 2))),
-        world.sensor(world.synthesis(navigator.apply(ws, i.repeat(2), -s.repeat(2) / 2))),
+        world.sensor(world.synthesis(navigator.apply_to(ws, i.repeat(2), s.repeat(2) / 2))),
+        world.sensor(world.synthesis(navigator.apply_to(ws, i.repeat(2), -s.repeat(2) / 2))),
     )
     loss = (
         bi_loss(query, positive, negative)

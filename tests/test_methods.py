@@ -9,9 +9,9 @@ from tiny_world import TinyGenerator, TinySensor
 
 from contrafeat.cli import build_parser
 from contrafeat.discovery.config import DiscoveryConfig, build_config
-from contrafeat.discovery.latentclr import SynthesisBlockFeatures, nt_xent_loss
-from contrafeat.discovery.methods import build_navigator, build_objective, latentclr_source, uses_sensor
-from contrafeat.discovery.objectives import MIN_STRENGTH_FRACTION, FeatureSource, LatentCLR, Recog
+from contrafeat.discovery.latentclr import SynthesisBlockFeatures, latentclr_source, nt_xent_loss
+from contrafeat.discovery.methods import build_navigator, uses_sensor
+from contrafeat.discovery.objectives import MIN_STRENGTH_FRACTION, FeatureSource, LatentCLR, Recog, build_objective
 from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.errors import UserError
@@ -186,12 +186,12 @@ def test_recog_objective_trains_the_navigator_and_the_reconstructor():
 def test_recog_draws_no_strength_too_small_to_tell():
     recog = build_objective(tiny_config("recog"), TinyGenerator())
     draws = recog.draw(20_000, 3, torch.Generator().manual_seed(0))
-    magnitude, minimum = draws["strength"].abs(), MIN_STRENGTH_FRACTION * recog.strength_range
+    magnitude, minimum = draws.strength.abs(), MIN_STRENGTH_FRACTION * recog.strength_range
     assert recog.strength_range == 0.5 and minimum == pytest.approx(0.5 / 12)
     assert magnitude.min() >= minimum and magnitude.max() <= recog.strength_range
     assert (magnitude == minimum).float().mean().item() == pytest.approx(MIN_STRENGTH_FRACTION, abs=0.01)  # the raised share
-    assert (draws["strength"] < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
-    assert set(draws["index"].tolist()) == {0, 1, 2}
+    assert (draws.strength < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert set(draws.direction.tolist()) == {0, 1, 2}
 
 
 def test_contrast_of_ganspace_att_trains_only_the_attention():

@@ -116,12 +116,12 @@ def test_apply_equals_the_explicit_formula():
     ws = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(1))
     index = torch.tensor([2, 0, 2])
     strength = torch.tensor([0.5, -1.0, 2.0])
-    edited = navigator.apply(ws, index, strength)
+    edited = navigator.apply_to(ws, index, strength)
     attention, directions = navigator.attention(), navigator.directions()
     for b in range(3):
         expected = ws[b] + strength[b] * torch.outer(attention[index[b]], directions[index[b]])
         assert torch.allclose(edited[b], expected, atol=1e-6)
-    assert torch.allclose(navigator.apply(ws, index, 0.0), ws)
+    assert torch.allclose(navigator.apply_to(ws, index, 0.0), ws)
 
 
 def test_only_branch_parameters_train():

@@ -2,6 +2,7 @@
 import torch
 
 import contrafeat
+from contrafeat.gan.identity import generator_identity
 
 
 def test_readme_example_on_shapes3d(tmp_path):
@@ -10,7 +11,7 @@ def test_readme_example_on_shapes3d(tmp_path):
     ws = G.broadcast(w)
     assert w.shape == (4, G.w_dim) and ws.shape == (4, G.num_ws, G.w_dim)
     direction, layer_weights = G.true_edits()[2]
-    contrafeat.Directions(direction[None], layer_weights[None], torch.ones(1), "truth", "shapes3d").save(tmp_path)
+    contrafeat.Directions(direction[None], layer_weights[None], torch.ones(1), "truth", generator_identity(G)).save(tmp_path)
     directions = contrafeat.load_directions(tmp_path)
     directions.check_compatible(G)
     edited = directions.apply(ws, index=0, strength=2.0)

@@ -3,14 +3,12 @@ import pytest
 import torch
 import yaml
 
-from contrafeat.cli import build_parser
-from contrafeat.commands.discover_commands import _read_run
+from contrafeat.cli import build_parser, main
 from contrafeat.discovery import run as run_module
 from contrafeat.discovery.config import build_config, save_config
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.registry import METHODS, renders_per_step
+from contrafeat.discovery.registry import METHODS
 from contrafeat.discovery.trainer import STATE_FILE, Trainer
-from contrafeat.errors import UserError
 from contrafeat.zoo import load_generator
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -44,8 +42,8 @@ def test_renders_per_step_is_what_a_training_step_renders(tmp_path, monkeypatch,
     monkeypatch.setattr(run_module, "load_generator", lambda checkpoint, device="cpu": generator)
     monkeypatch.setattr(Trainer, "_look", lambda *arguments: None)  # the validation batch is no part of the training budget
     config = build_config("shapes3d", None, {"method": method, **({"loss": loss} if loss else {}), **TINY})
-    run_module.train_run(config, tmp_path, resuming=False, runtime=Runtime(), progress=False, verbose=False)
-    assert images and sum(images) == renders_per_step(config) == renders
+    run_module.train_run(config, tmp_path, resuming=False, runtime=Runtime(), progress=False)
+    assert images and sum(images) == config.renders_per_step == renders
 
 
 def test_every_trained_method_is_counted():
@@ -53,21 +51,26 @@ def test_every_trained_method_is_counted():
     assert counted == {name for name, spec in METHODS.items() if spec.trains}
 
 
-def test_the_budget_flags_reach_the_config():
-    args = build_parser().parse_args(["discover", "--method", "latentclr", "--renders", "1000", "--recog-lr", "0.001"])
-    config, _, resuming = _read_run(args)
-    assert (config.renders, config.steps, config.recog_lr, resuming) == (1000, 23, 0.001, False)  # ceil(1000 / 44)
+def dry_run(capsys, *arguments: str) -> dict:
+    """The configuration `contrafeat discover ... --dry-run` prints."""
+    assert main(["discover", *arguments, "--dry-run"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_the_budget_flags_reach_the_config(capsys):
+    config = dry_run(capsys, "--method", "latentclr", "--renders", "1000", "--recog-lr", "0.001")
+    assert (config["renders"], config["steps"], config["recog_lr"]) == (1000, 23, 0.001)  # ceil(1000 / 44)
     help_text = build_parser()._subparsers._group_actions[0].choices["discover"].format_help()
     assert "--renders" in help_text and "--recog-lr" in help_text
 
 
-def test_a_resumed_run_takes_a_new_render_budget(tmp_path):
+def test_a_resumed_run_takes_a_new_render_budget(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     save_config(build_config("shapes3d", None, {"method": "contra-bi", "renders": 1000}), run / "config.yaml")
     (run / STATE_FILE).write_bytes(b"")
     assert yaml.safe_load((run / "config.yaml").read_text())["total_renders"] == 1000  # 40 steps of 25
-    config, _, resuming = _read_run(build_parser().parse_args(["discover", "--resume", str(run), "--renders", "2000"]))
-    assert (config.renders, config.steps, resuming) == (2000, 80, True)
-    with pytest.raises(UserError, match="--steps 50 disagrees with --renders 1000"):
-        _read_run(build_parser().parse_args(["discover", "--resume", str(run), "--steps", "50"]))
+    config = dry_run(capsys, "--resume", str(run), "--renders", "2000")
+    assert (config["renders"], config["steps"]) == (2000, 80)
+    assert main(["discover", "--resume", str(run), "--steps", "50", "--dry-run"]) == 2
+    assert "--steps 50 disagrees with --renders 1000" in capsys.readouterr().err

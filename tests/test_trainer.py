@@ -7,7 +7,8 @@ import torch
 from tiny_world import TinyGenerator, TinySensor
 
 from contrafeat.discovery.config import build_config
-from contrafeat.discovery.methods import build_navigator, build_objective
+from contrafeat.discovery.methods import build_navigator
+from contrafeat.discovery.objectives import build_objective
 from contrafeat.discovery.subspace import compute_pca
 from contrafeat.discovery.trainer import LEGACY_STATE_FILE, STATE_FILE, Trainer, navigator_directions, sample_start_codes
 from contrafeat.discovery.validation import VALIDATION_FILE
@@ -44,7 +45,7 @@ def test_resume_is_bit_exact(tmp_path, method):
     first_half.run(progress=False)
     resumed = make_trainer(tmp_path / "split", method, steps=6, **settings)
     resumed.load_state()
-    assert resumed.step == 3
+    assert resumed.step_count == 3
     resumed.run(progress=False)
 
     for name, value in parameters(straight).items():
@@ -74,6 +75,14 @@ def test_validation_shows_each_stage_and_the_angles_moved(tmp_path):
         sum(first[f"validation_negative_{stage}"] - first[f"validation_positive_{stage}"] for stage in range(stages)), abs=1e-6
     )
     assert all(0 <= entry["angle_mean"] <= entry["angle_max"] <= 180 for entry in looks[1:])
+
+
+def test_a_run_shorter_than_one_validation_interval_makes_no_looks(tmp_path):
+    looked = []
+    trainer = make_trainer(tmp_path, "contra-bi", steps=3, validate_every=4, measures=[lambda directions: looked.append(1) or {}])
+    trainer.run(progress=False)
+    assert not (tmp_path / VALIDATION_FILE).exists() and not looked
+    assert len(read_log(tmp_path / "log.jsonl")) == 3
 
 
 def test_averaging_returns_the_mean_of_the_last_steps_parameters(tmp_path):
@@ -139,7 +148,7 @@ def test_interrupt_saves_a_training_state_that_resumes_exactly(tmp_path, monkeyp
     original_step = Trainer.train_step
 
     def step_then_interrupt(self):
-        if self.step == 3:
+        if self.step_count == 3:
             raise KeyboardInterrupt
         return original_step(self)
 
@@ -149,7 +158,7 @@ def test_interrupt_saves_a_training_state_that_resumes_exactly(tmp_path, monkeyp
     monkeypatch.setattr(Trainer, "train_step", original_step)
     resumed = make_trainer(tmp_path / "killed", steps=5)
     resumed.load_state()
-    assert resumed.step == 3
+    assert resumed.step_count == 3
     resumed.run(progress=False)
     for name, value in parameters(straight).items():
         assert torch.equal(value, parameters(resumed)[name]), name
@@ -199,7 +208,7 @@ def test_a_run_folder_from_before_the_rename_resumes_and_is_saved_under_the_new_
 
     resumed = make_trainer(tmp_path, "recog+att", steps=3)
     resumed.load_state()
-    assert resumed.step == 2
+    assert resumed.step_count == 2
     for name, value in parameters(trainer).items():
         assert torch.equal(value, parameters(resumed)[name]), name
     resumed.run(progress=False)

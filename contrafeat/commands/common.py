@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from contrafeat.discovery.config import load_config
-from contrafeat.discovery.directions import Directions
+from contrafeat.discovery.directions import Directions, GeneratorMismatch
 from contrafeat.errors import UserError
-from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.options import COUNT, INDEX, POSITIVE
 
@@ -52,14 +52,17 @@ def add_force_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextmanager
+def force_hint() -> Iterator[None]:
+    """Directions refused for another generator (`Directions.check_compatible`) get a line that names --force."""
+    try:
+        yield
+    except GeneratorMismatch as error:
+        raise UserError(f"{error}; pass --force to apply them anyway") from error
+
+
 def check_generator_match(directions: Directions, generator: GeneratorLike, checkpoint: str, force: bool) -> None:
-    """Refuse directions applied to a generator other than the one they were found in (the same W+ shape is not
-    enough: the directions mean nothing in another generator's space); with --force, only warn."""
-    directions.check_compatible(generator)
-    identity = generator_identity(generator)
-    if identity == directions.generator_id:
-        return
-    message = f"these directions were found in generator {directions.generator_id}, but {checkpoint} is generator {identity}"
-    if not force:
-        raise UserError(f"{message}; pass --force to apply them anyway")
-    print(f"warning: {message}", file=sys.stderr)
+    """`Directions.check_compatible` with the checkpoint named: another generator's directions are refused, with
+    --force only warned about."""
+    with force_hint():
+        directions.check_compatible(generator, strict=not force, label=checkpoint)

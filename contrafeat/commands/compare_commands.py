@@ -8,7 +8,6 @@ from pathlib import Path
 from contrafeat.commands.common import add_command, add_force_option, add_traversal_options, check_generator_match
 from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import load_directions
-from contrafeat.discovery.registry import method_label
 from contrafeat.errors import UserError
 from contrafeat.viz.compare import ComparedRun, write_comparison
 from contrafeat.zoo import load_generator
@@ -31,7 +30,7 @@ def _load_run(folder: Path) -> tuple[ComparedRun, str | None]:
     if not config_path.is_file():
         return ComparedRun(f"{folder.name}: {directions.method}", directions), None
     config = load_config(config_path)
-    return ComparedRun(f"{folder.name}: {method_label(config)}", directions), config.checkpoint
+    return ComparedRun(f"{folder.name}: {config.plan().label}", directions), config.checkpoint
 
 
 def run_compare(args: argparse.Namespace) -> int:

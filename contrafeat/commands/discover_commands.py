@@ -3,47 +3,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 from contrafeat.commands.common import add_command, add_force_option, add_traversal_options, check_generator_match, run_checkpoint
-from contrafeat.discovery import distributed
-from contrafeat.discovery.config import (
-    DEFAULT_PRESET,
-    PRESETS,
-    RESUME_OVERRIDABLE,
-    DiscoveryConfig,
-    build_config,
-    config_fields,
-    config_text,
-    effective_defaults,
-    load_config,
-    save_config,
-)
-from contrafeat.discovery.directions import META_FILE, Directions, load_directions
-from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.precision import check_precision
+from contrafeat.discovery.config import DEFAULT_PRESET, PRESETS, DiscoveryConfig, build_config, config_fields, config_text, effective_defaults
+from contrafeat.discovery.directions import load_directions
 from contrafeat.discovery.registry import METHODS
-from contrafeat.discovery.run import train_run
 from contrafeat.discovery.subspace import PCABasis, load_or_compute_pca
-from contrafeat.discovery.trainer import STATE_FILE, saved_state
-from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import ExactFactors
-from contrafeat.evaluation.evaluate_run import EvaluationSettings, attribute_comparison, fixed_strength_matrix
-from contrafeat.evaluation.progress_measures import factor_measures
-from contrafeat.evaluation.true_edits import comparison_table, per_direction_table
-from contrafeat.gan.interface import GeneratorLike, has_factors, has_true_edits
 from contrafeat.options import flag
 from contrafeat.paths import cache_dir
-from contrafeat.viz.attention import write_attention_heatmap
-from contrafeat.viz.attribute_matrix import write_attribute_matrices
-from contrafeat.viz.images import save_image_grid
-from contrafeat.viz.report import write_report
-from contrafeat.viz.traversal import write_traversals
+from contrafeat.runs import discover, publish, resumed_config
 from contrafeat.zoo import load_generator
 
 
@@ -107,104 +78,19 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {spec.name: getattr(args, spec.name) for spec in config_fields()}
 
 
-def _read_run(args: argparse.Namespace) -> tuple[DiscoveryConfig, Path, bool]:
-    """The config and run folder (nothing written): a new run, or an existing one to resume (only some options may change)."""
-    overrides = _overrides(args)
-    if args.resume is None:
-        return build_config(args.preset, args.config, overrides), args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"), False
-    run_dir = args.resume
-    if not (run_dir / "config.yaml").is_file() or saved_state(run_dir) is None:
-        raise UserError(f"--resume {run_dir}: expected a run folder with config.yaml and {STATE_FILE}")
-    config = load_config(run_dir / "config.yaml")
-    changed = [name for name, value in overrides.items() if value is not None and name not in RESUME_OVERRIDABLE and value != getattr(config, name)]
-    if changed:
-        raise UserError(f"--resume: {', '.join(changed)} cannot change in a resumed run (only {', '.join(RESUME_OVERRIDABLE)} can)")
-    for name in RESUME_OVERRIDABLE:
-        if overrides[name] is not None:
-            setattr(config, name, overrides[name])
-    if overrides["renders"] is not None and overrides["steps"] is None:
-        config.steps = config.budget_steps()
-    config.validate()
-    return config, run_dir, True
-
-
-def _write_run(config: DiscoveryConfig, run_dir: Path, resuming: bool) -> None:
-    """Create a new run folder (refusing to overwrite a run) and save config.yaml."""
-    if not resuming:
-        if saved_state(run_dir) is not None or (run_dir / META_FILE).exists():
-            raise UserError(f"--out {run_dir}: already holds a run; use --resume {run_dir} to continue it or choose another folder")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-
-
 def run_discover(args: argparse.Namespace) -> int:
-    """Train (data-parallel under torchrun) and, on rank 0, write the directions, pictures and report."""
-    config, run_dir, resuming = _read_run(args)
+    """Train (data-parallel under torchrun) and, on rank 0, write the directions, pictures and report (`runs.discover`)."""
+    overrides = _overrides(args)
     if args.dry_run:
+        config = resumed_config(args.resume, overrides) if args.resume is not None else build_config(args.preset, args.config, overrides)
         sys.stdout.write(config_text(config))
         return 0
-    runtime = distributed.start(config.device)
-    try:
-        check_precision(config.precision, runtime.device)
-        created = runtime.is_main and not resuming and not run_dir.exists()
-        if runtime.is_main:
-            _write_run(config, run_dir, resuming)
-            print(f"run folder: {run_dir} ({runtime.world_size} process(es) on {runtime.device})", file=sys.stderr)
-        try:
-            _discover(config, run_dir, resuming, runtime, progress=not args.no_progress)
-        except BaseException:
-            if created and saved_state(run_dir) is None:
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing to resume: leave no half-made run behind
-            raise
-    finally:
-        distributed.stop(runtime)
+    if args.resume is not None:
+        discover(out=args.resume, resume=True, progress=not args.no_progress, **overrides)
+    else:
+        out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        discover(config=args.config, out=out, progress=not args.no_progress, preset=args.preset, **overrides)
     return 0
-
-
-def _discover(config: DiscoveryConfig, run_dir: Path, resuming: bool, runtime: Runtime, progress: bool) -> None:
-    """Everything after the run folder exists: training, then rank 0's artefacts."""
-    trained = train_run(config, run_dir, resuming, runtime, progress, measures=factor_measures)
-    if trained.directions is None:
-        return
-    trained.directions.save(run_dir)
-    prototypes = getattr(trained.objective, "prototypes", None)
-    if prototypes is not None:
-        with torch.no_grad():
-            save_image_grid(prototypes.patterns(False).cpu(), run_dir / "prototypes.png", columns=min(trained.directions.count, 10))
-    publish(run_dir, trained.generator, trained.directions, trained.pca)
-
-
-def publish(run_dir: Path, generator: GeneratorLike, directions: Directions, pca: PCABasis, **traversal_options) -> None:
-    """Traversal grids, attention heat-map, the ground-truth tables and attribute matrix where they exist, and report.html."""
-    write_traversals(generator, directions, run_dir / "traversals", **traversal_options)
-    write_attention_heatmap(directions, run_dir / "attention.png")
-    if has_factors(generator):
-        matrix = fixed_strength_matrix(generator, directions, ExactFactors(generator), EvaluationSettings(distill=None))
-        picture = run_dir / "attribute_matrix.png"
-        write_attribute_matrices({directions.method: matrix.numpy()}, list(generator.factor_names), picture, "exact factors, fixed strength")
-    tables = []
-    if has_true_edits(generator):
-        names = list(generator.factor_names)
-        per_direction = per_direction_table(directions, generator, names)
-        comparison = comparison_table(generator, directions, pca)
-        tables = [("directions judged with the true edits", per_direction), ("against plain PCA and random directions", comparison)]
-    elif has_factors(generator):
-        tables = [("attribute matrix at the fixed strength, against plain PCA and random directions", attribute_comparison(generator, directions, pca))]
-    for caption, rows in tables:
-        print_table(caption, rows)
-    report = write_report(run_dir, tables, title=f"contrafeat: {directions.method} on {run_dir.name}")
-    print(f"report: {report}", file=sys.stderr)
-
-
-def print_table(caption: str, rows: list[dict]) -> None:
-    """A fixed-width text table on stdout."""
-    keys = list(rows[0])
-    cells = [[f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys] for row in rows]
-    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-    print(f"\n{caption}")
-    print("  ".join(k.ljust(w) for k, w in zip(keys, widths)))
-    for cell_row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(cell_row, widths)))
 
 
 def run_traverse(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
-from contrafeat.commands.discover_commands import print_table
+from contrafeat.runs import log_table
 from contrafeat.discovery.directions import Directions, load_directions
 from contrafeat.editing.edit import STRENGTH_FORMAT, edit_strip, parse_strengths
 from contrafeat.editing.image_input import load_image
@@ -245,7 +245,7 @@ def _report_auto(found: list[AutoName], caption: str) -> None:
          "second": e.runner_up or "-", "second / first": e.ratio}
         for e in found
     ]
-    print_table(caption, rows)
+    log_table(caption, rows)
 
 
 def _direction_index(index: int, directions: Directions) -> int:

@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
+from contrafeat.commands.common import add_command, add_force_option, force_hint, run_checkpoint
 from contrafeat.discovery import distributed
-from contrafeat.discovery.config import load_config
 from contrafeat.discovery.directions import Directions, load_directions
 from contrafeat.discovery.distributed import Runtime
-from contrafeat.discovery.registry import method_label
 from contrafeat.errors import UserError
-from contrafeat.evaluation.attribute_scores import AttributePredictor, build_predictor
+from contrafeat.evaluation.api import RESULT_FILE, WORK_FOLDER, Models, fingerprint, load_models, run_config, run_sensor, score
 from contrafeat.evaluation.calibration import DEFAULT_TARGET, Calibration
 from contrafeat.evaluation.disentanglement import COUNTS, metric_counts
 from contrafeat.evaluation.distillation import (
@@ -32,19 +29,15 @@ from contrafeat.evaluation.distillation import (
     reference_vae,
     truth_metrics,
 )
-from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STRENGTH, SCORING_VERSION, EvaluationSettings, calibration_of, evaluate_directions
+from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STRENGTH, SCORING_VERSION, EvaluationSettings, calibration_of
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
-from contrafeat.features import build_sensor
-from contrafeat.gan.interface import GeneratorLike, has_factors
+from contrafeat.gan.interface import has_factors
 from contrafeat.io_utils import atomic_write_text
 from contrafeat.options import COUNT, FRACTION, INDEX, POSITIVE
 from contrafeat.viz.attribute_matrix import write_attribute_matrices
 from contrafeat.zoo import load_generator
 
-RESULT_FILE = "evaluation.json"
-WORK_FOLDER = "evaluation"
-"""Inside a run folder: the pairs and group-VAE training state of its evaluation."""
 REFERENCE_KINDS = {"beta-vae": f"beta {REFERENCE_BETA:g}", "factor-vae": f"gamma {REFERENCE_GAMMA:g}"}
 """The reference VAEs trained on the images, with the weight each is run at."""
 
@@ -101,11 +94,6 @@ def settings_from(args: argparse.Namespace) -> EvaluationSettings:
     return settings
 
 
-def fingerprint(args: argparse.Namespace, settings: EvaluationSettings, sensor: str) -> dict[str, Any]:
-    """What a stored result depends on besides the run itself."""
-    return {"settings": asdict(settings), "predictor": args.predictor, "sensor": sensor, "scoring": SCORING_VERSION}
-
-
 def earlier_result(path: Path, key: dict[str, Any], recompute: bool) -> dict[str, Any] | None:
     """The result stored at `path` when it was made with the same fingerprint (and no recompute was asked)."""
     if recompute or not path.is_file():
@@ -120,8 +108,7 @@ class RunFolder:
 
     directions: Directions
     checkpoint: str
-    sensor_name: str
-    sensor_weights: str | None
+    sensor: tuple[str, str | None]
     identity: dict[str, Any]
     key: dict[str, Any]
     previous: dict[str, Any] | None
@@ -129,27 +116,23 @@ class RunFolder:
 
 def read_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings) -> RunFolder:
     """The run folder's directions and config as the options judge them, and its evaluation.json if made with the same settings."""
-    directions = load_directions(folder)
-    config = load_config(folder / "config.yaml") if (folder / "config.yaml").is_file() else None
-    sensor_name = args.sensor or (config.sensor if config else "mobilenet_v2")
-    key = fingerprint(args, settings, sensor_name)
+    directions, config = load_directions(folder), run_config(folder)
+    sensor = run_sensor(config, args.sensor)
+    key = fingerprint(settings, args.predictor, sensor[0])
     return RunFolder(
         directions=directions,
         checkpoint=run_checkpoint(folder, args.checkpoint),
-        sensor_name=sensor_name,
-        sensor_weights=config.sensor_weights if config and sensor_name == config.sensor else None,
-        identity={"run": folder.name, "method": method_label(config) if config else directions.method, "seed": config.seed if config else None},
+        sensor=sensor,
+        identity={"run": folder.name, "method": config.plan().label if config else directions.method, "seed": config.seed if config else None},
         key=key,
         previous=earlier_result(folder / RESULT_FILE, key, args.recompute),
     )
 
 
-def load_models(run: RunFolder, args: argparse.Namespace) -> tuple[GeneratorLike, nn.Module, AttributePredictor]:
-    """The generator, sensor and attribute predictor a run is judged with."""
-    generator = load_generator(run.checkpoint)
-    check_generator_match(run.directions, generator, run.checkpoint, args.force)
-    sensor = build_sensor(run.sensor_name, weights=run.sensor_weights, generator=generator)
-    return generator, sensor, build_predictor(args.predictor, generator)
+def run_models(run: RunFolder, args: argparse.Namespace) -> Models:
+    """The generator, sensor and attribute predictor a run is judged with (another generator's only with --force)."""
+    with force_hint():
+        return load_models(run.directions, run.checkpoint, run.sensor, args.predictor, strict=not args.force)
 
 
 def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSettings, calibration: Calibration | None = None) -> dict[str, Any]:
@@ -159,15 +142,12 @@ def evaluate_run(folder: Path, args: argparse.Namespace, settings: EvaluationSet
     if run.previous is not None:
         print(f"{folder}: using {RESULT_FILE} made earlier with these settings", file=sys.stderr)
         return {**run.identity, **run.previous["metrics"]}
-    generator, sensor, predictor = load_models(run, args)
+    models = run_models(run, args)
     print(f"evaluating {folder} ({run.identity['method']})", file=sys.stderr)
-    result = evaluate_directions(
-        generator, run.directions, sensor, predictor, settings, folder / WORK_FOLDER, progress=not args.no_progress, calibration=calibration
-    )
+    result = score(run.directions, models, settings, run.key, folder, progress=not args.no_progress, calibration=calibration)
     details = result["details"]
     panels = {f"fixed e = {settings.fixed_strength}": details["fixed_matrix"], "calibrated e": details["calibrated_matrix"]}
     write_attribute_matrices({k: np.asarray(v) for k, v in panels.items()}, details["attributes"], folder / "attribute_matrix.png", run.identity["method"])
-    atomic_write_text(folder / RESULT_FILE, json.dumps({"fingerprint": run.key, **result}, indent=2))
     return {**run.identity, **result["metrics"]}
 
 
@@ -186,7 +166,7 @@ def plan_pairs(folder: Path, args: argparse.Namespace, settings: EvaluationSetti
     run = read_run(folder, args, settings)
     if run.previous is not None or settings.distill is None:
         return None
-    generator, sensor, _ = load_models(run, args)
+    generator, sensor, _ = run_models(run, args)
     if not has_factors(generator):
         return None
     calibration = calibration_of(generator, run.directions, sensor, settings)

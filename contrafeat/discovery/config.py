@@ -13,7 +13,7 @@ from contrafeat.discovery.latentclr import TEMPERATURE_MODES
 from contrafeat.discovery.losses import COS_MODES, MASK_MODES
 from contrafeat.discovery.navigator import ATTENTION_MODES
 from contrafeat.discovery.precision import PRECISIONS
-from contrafeat.discovery.registry import CONTRAST_LOSSES, METHODS, contrast_loss, method_label, method_spec, renders_per_step
+from contrafeat.discovery.registry import CONTRAST_LOSSES, METHODS, MethodPlan, resolve_method
 from contrafeat.errors import UserError
 from contrafeat.gan.stylegan2 import NOISE_MODES
 from contrafeat.options import COUNT, FINITE, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, RENAMED_OPTIONS, SHARE, Domain, check_settings, flag
@@ -74,7 +74,11 @@ class DiscoveryConfig:
     log_every: int = field(default=10, metadata={"domain": COUNT, "help": "steps between log.jsonl lines (each the mean of the steps since the last)"})
     validate_every: int = field(
         default=100,
-        metadata={"domain": COUNT, "help": "steps between looks at a fixed validation batch (and a world's exact-factor score), in validation.jsonl"},
+        metadata={
+            "domain": COUNT,
+            "help": "steps between looks at a fixed validation batch (and a world's exact-factor score), in validation.jsonl; "
+            "also at the start and the end; a shorter run makes none",
+        },
     )
     device: str = field(
         default="auto",
@@ -117,6 +121,19 @@ class DiscoveryConfig:
         },
     )
 
+    def plan(self) -> MethodPlan:
+        """The method resolved once for this config (again only after `method` or `loss` changed)."""
+        plan: MethodPlan | None = self.__dict__.get("_plan")
+        if plan is None or (plan.name, plan.loss) != (self.method, self.loss):
+            plan = resolve_method(self.method, self.loss)
+            self.__dict__["_plan"] = plan
+        return plan
+
+    @property
+    def renders_per_step(self) -> int:
+        """Generator renders of one training step (MethodPlan.renders_per_step at this K and batch); 0 when nothing trains."""
+        return self.plan().renders_per_step(self.num_directions, self.batch_size)
+
     def validate(self) -> None:
         """Reject values no run can use, naming the option."""
         self._validate_options()
@@ -124,7 +141,7 @@ class DiscoveryConfig:
         budget = self.budget_steps() if self.renders is not None else self.steps
         if self.steps != budget:
             raise UserError(
-                f"--steps {self.steps} disagrees with --renders {self.renders}: {method_label(self)} renders {renders_per_step(self)} "
+                f"--steps {self.steps} disagrees with --renders {self.renders}: {self.plan().label} renders {self.renders_per_step} "
                 f"images per step at --batch-size {self.batch_size}, so that budget is {budget} steps; give only one of them"
             )
 
@@ -132,10 +149,10 @@ class DiscoveryConfig:
         """The steps the render budget buys, ceil(renders / renders per step); a UserError when --renders cannot be used."""
         self._validate_options()
         self._validate_method()
-        if not method_spec(self.method).trains:
+        if not self.plan().trains:
             raise UserError(f"--renders {self.renders}: method {self.method} has nothing to train; leave --renders out")
         assert self.renders is not None  # asked only when --renders is given
-        return math.ceil(self.renders / renders_per_step(self))
+        return math.ceil(self.renders / self.renders_per_step)
 
     def _validate_options(self) -> None:
         """Rules on one option at a time: each field's choices or numeric domain (its metadata)."""
@@ -147,7 +164,8 @@ class DiscoveryConfig:
 
     def _validate_method(self) -> None:
         """Rules that depend on the method: its attention, whether it trains, what its loss needs."""
-        spec = method_spec(self.method)
+        plan = self.plan()
+        spec = plan.spec
         if spec.attention is not None and self.attention != spec.attention:
             kinds = {"none": "uniform attention (none)", "softmax": "learned attention (softmax)"}
             other = self.method.removesuffix("+att") if spec.attention == "softmax" else f"{self.method}+att"
@@ -159,9 +177,9 @@ class DiscoveryConfig:
             raise UserError(f"--steps {self.steps}: expected a positive integer")
         if not spec.trains and self.steps != 0:
             raise UserError(f"--steps {self.steps}: method {self.method} has nothing to train; expected 0 (leave --steps out)")
-        if contrast_loss(self) == "bi" and (self.batch_size < 2 or self.batch_size % 2):
+        if plan.contrast == "bi" and (self.batch_size < 2 or self.batch_size % 2):
             raise UserError(f"--batch-size {self.batch_size}: the Bi loss splits the batch in halves; expected an even number >= 2")
-        if contrast_loss(self) == "bi" and self.micro_batch is not None and self.micro_batch % 2:
+        if plan.contrast == "bi" and self.micro_batch is not None and self.micro_batch % 2:
             raise UserError(f"--micro-batch {self.micro_batch}: the Bi loss works on pairs of codes; expected an even number")
         if spec.objective == "latentclr" and self.batch_size < 2:
             raise UserError(f"--batch-size {self.batch_size}: LatentCLR's positives are the same direction on other codes; expected >= 2")
@@ -191,43 +209,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 """Values that differ from the dataclass defaults (the authors' values): shapes3d-learned (the default) and shapes3d
 (the written-down linear world with exact true edits) run the settled recipe, ffhq the authors' FFHQ-512 setting."""
 
-AUTHORS_BASELINE = {"lr": 0.01, "strength_range": 0.5, "diversity_weight": 0.0}
-"""The authors' LatentCLR and Recog runs: Adam lr 0.01, edit strengths in U(-0.5, 0.5), no diversity term."""
-
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ganspace": {"attention": "none", "steps": 0},
-    "sefa": {"attention": "none", "steps": 0},
-    "latentclr": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 4, "cos_mode": "abs"},
-    "latentclr+att": {**AUTHORS_BASELINE, "batch_size": 4, "cos_mode": "abs"},
-    "recog": {**AUTHORS_BASELINE, "attention": "none", "batch_size": 8},
-    "recog+att": {**AUTHORS_BASELINE, "batch_size": 8},
-    "truth": {"steps": 0},
-    "best-linear": {"steps": 0},
-}
-"""Per-method values under every preset: the attention a method requires, and the authors' baseline settings
-(LatentCLR: batch 4 and |cos| as in its reference code; Recog: batch 8)."""
-
-METHOD_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("ffhq", "contra-bi"): {"batch_size": 12, "steps": 16_667},
-    ("ffhq", "ganspace+att"): {"steps": 30_000},
-    ("ffhq", "sefa+att"): {"steps": 30_000},
-    ("ffhq", "latentclr"): {"steps": 75_000},
-    ("ffhq", "latentclr+att"): {"steps": 75_000},
-    ("ffhq", "recog"): {"steps": 37_500},
-    ("ffhq", "recog+att"): {"steps": 37_500},
-}
-"""Per-method adjustments of a preset, applied over METHOD_DEFAULTS. The authors ran Bi with batch 12 (200k codes =
-16.7k steps) and the baselines for 300k codes (batch 10, 4 and 8)."""
-
-
 
 def config_fields() -> list[dataclasses.Field]:
     return list(fields(DiscoveryConfig))
 
 
 def layered_values(preset: str, method: str) -> dict[str, Any]:
-    """What a preset sets for a method, before any YAML file or flag: the preset, then the method's own values."""
-    return {**PRESETS[preset], "method": method, **METHOD_DEFAULTS.get(method, {}), **METHOD_PRESETS.get((preset, method), {})}
+    """What a preset sets for a method, before any YAML file or flag: the preset, then the method's own values (its
+    registry row's defaults, then its values under this preset)."""
+    spec = METHODS.get(method)
+    own = {**spec.defaults, **spec.presets.get(preset, {})} if spec is not None else {}
+    return {**PRESETS[preset], "method": method, **own}
 
 
 def effective_defaults(name: str) -> dict[tuple[str, str], Any]:
@@ -272,7 +264,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def run_budget(config: DiscoveryConfig) -> dict[str, int]:
     """The generator renders of one training step and of the whole run (steps of them), under BUDGET_KEYS."""
-    per_step = renders_per_step(config)
+    per_step = config.renders_per_step
     return dict(zip(BUDGET_KEYS, (per_step, per_step * config.steps)))
 
 

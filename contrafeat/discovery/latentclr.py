@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from contrafeat.discovery.losses import COS_EPS
+from contrafeat.errors import UserError
 from contrafeat.gan.interface import GeneratorLike
 
 TEMPERATURE_MODES = ("multiply", "divide")
@@ -75,3 +76,18 @@ class SynthesisBlockFeatures:
         """W+ codes [B, L, C] -> one map [B, C_b, R_b, R_b] per block, fed the same W+ layers as the full synthesis."""
         blocks = self.synthesis.iterate_blocks(ws, self.noise_mode)
         return [features for features, _ in itertools.islice(blocks, self.num_blocks)]
+
+
+class FeatureChoice(Protocol):
+    """The setting that says where LatentCLR reads its features (a DiscoveryConfig has it)."""
+
+    latentclr_features: str
+
+
+def latentclr_source(config: FeatureChoice, generator: GeneratorLike) -> str:
+    """Where LatentCLR reads its features: `generator` (first synthesis blocks) or `sensor`; resolves `auto`."""
+    if config.latentclr_features == "auto":
+        return "generator" if has_synthesis_blocks(generator) else "sensor"
+    if config.latentclr_features == "generator" and not has_synthesis_blocks(generator):
+        raise UserError("--latentclr-features generator: this generator has no synthesis blocks to read features from; use sensor or auto")
+    return config.latentclr_features

@@ -143,8 +143,7 @@ class Navigator(nn.Module):
         """[K, L, C]: attention (outer) direction."""
         return self.attention()[:, :, None] * self.directions()[:, None, :]
 
-    # The public name shadows nn.Module.apply(fn) on purpose (Directions.apply has the same signature).
-    def apply(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor | float) -> torch.Tensor:  # type: ignore[override]
+    def apply_to(self, ws: torch.Tensor, index: torch.Tensor, strength: torch.Tensor | float) -> torch.Tensor:
         """ws [B, L, C] + strength[b] * edits[index[b]] for each sample b."""
         index = torch.as_tensor(index, device=ws.device).reshape(-1)
         strength = torch.as_tensor(strength, dtype=ws.dtype, device=ws.device).reshape(-1, 1, 1)

@@ -2,47 +2,80 @@
 losses, and how many generator renders each objective makes per step."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from contrafeat.errors import UserError
+
+AUTHORS_BASELINE = {"lr": 0.01, "strength_range": 0.5, "diversity_weight": 0.0}
+"""The authors' LatentCLR and Recog runs: Adam lr 0.01, edit strengths in U(-0.5, 0.5), no diversity term."""
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a method is made of.
+    """What a method is made of: one row of METHODS.
 
     directions: `learned` (trained in the top-k PCA subspace), `ganspace` (the top PCs of W, fixed),
     `sefa` (SeFa's closed-form eigenvectors, fixed), `truth` (the generator's exact per-factor edits with
     their own layer weights, for generators that know them) or `best-linear` (per factor, the optimised linear
     edit, for generators with factor levels). attention: the attention mode the method requires, or None when
     `--attention` decides (or, for the answer keys, when the edits bring their own). objective: `bi`, `pt`,
-    `latentclr`, `recog`, `loss` (the contrast chosen with `--loss`) or None (nothing to train).
+    `latentclr`, `recog` (a row of RENDER_COUNTS and an Objective class of that name), `loss` (the contrast
+    chosen with `--loss`) or None (nothing to train). defaults: the method's values under every preset;
+    presets: its values under one preset, over the defaults.
     """
 
     directions: str
     attention: str | None
     objective: str | None
     summary: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def trains(self) -> bool:
         return self.objective is not None
 
 
+FIXED = {"attention": "none", "steps": 0}
+"""A closed-form method on every layer: nothing to train."""
+
 METHODS: dict[str, MethodSpec] = {
-    "contra-bi": MethodSpec("learned", None, "bi", "ContraFeat, Bi loss: the same edit on two codes changes the sensor features alike, another edit does not"),
+    "contra-bi": MethodSpec(
+        "learned", None, "bi", "ContraFeat, Bi loss: the same edit on two codes changes the sensor features alike, another edit does not",
+        presets={"ffhq": {"batch_size": 12, "steps": 16_667}},  # the authors ran Bi with batch 12: 200k codes
+    ),
     "contra-pt": MethodSpec("learned", None, "pt", "ContraFeat, Pt loss: each direction's feature change matches its own learned RGB prototype and no other"),
-    "ganspace": MethodSpec("ganspace", "none", None, "GANSpace: the top principal components of W on every layer; nothing is trained"),
-    "ganspace+att": MethodSpec("ganspace", "softmax", "loss", "the GANSpace directions, fixed, with a layer attention trained by the --loss contrast"),
-    "sefa": MethodSpec("sefa", "none", None, "SeFa: top eigenvectors of the stacked, row-normalised style-affine weights on every layer; nothing is trained"),
-    "sefa+att": MethodSpec("sefa", "softmax", "loss", "the SeFa directions, fixed, with a layer attention trained by the --loss contrast"),
-    "latentclr": MethodSpec("learned", "none", "latentclr", "LatentCLR: NT-Xent over feature changes, the same direction on other codes is the positive"),
-    "latentclr+att": MethodSpec("learned", "softmax", "latentclr", "LatentCLR with the layer attention trained alongside"),
-    "recog": MethodSpec("learned", "none", "recog", "Voynov & Babenko: a reconstructor must tell from an image pair which direction moved and how far"),
-    "recog+att": MethodSpec("learned", "softmax", "recog", "Recog with the layer attention trained alongside"),
+    "ganspace": MethodSpec("ganspace", "none", None, "GANSpace: the top principal components of W on every layer; nothing is trained", FIXED),
+    "ganspace+att": MethodSpec(
+        "ganspace", "softmax", "loss", "the GANSpace directions, fixed, with a layer attention trained by the --loss contrast",
+        presets={"ffhq": {"steps": 30_000}},
+    ),
+    "sefa": MethodSpec(
+        "sefa", "none", None, "SeFa: top eigenvectors of the stacked, row-normalised style-affine weights on every layer; nothing is trained", FIXED
+    ),
+    "sefa+att": MethodSpec(
+        "sefa", "softmax", "loss", "the SeFa directions, fixed, with a layer attention trained by the --loss contrast", presets={"ffhq": {"steps": 30_000}}
+    ),
+    # The baselines run the authors' settings: LatentCLR batch 4 and |cos| as in its reference code, Recog batch 8, 300k codes on FFHQ.
+    "latentclr": MethodSpec(
+        "learned", "none", "latentclr", "LatentCLR: NT-Xent over feature changes, the same direction on other codes is the positive",
+        {**AUTHORS_BASELINE, "attention": "none", "batch_size": 4, "cos_mode": "abs"}, {"ffhq": {"steps": 75_000}},
+    ),
+    "latentclr+att": MethodSpec(
+        "learned", "softmax", "latentclr", "LatentCLR with the layer attention trained alongside",
+        {**AUTHORS_BASELINE, "batch_size": 4, "cos_mode": "abs"}, {"ffhq": {"steps": 75_000}},
+    ),
+    "recog": MethodSpec(
+        "learned", "none", "recog", "Voynov & Babenko: a reconstructor must tell from an image pair which direction moved and how far",
+        {**AUTHORS_BASELINE, "attention": "none", "batch_size": 8}, {"ffhq": {"steps": 37_500}},
+    ),
+    "recog+att": MethodSpec(
+        "learned", "softmax", "recog", "Recog with the layer attention trained alongside", {**AUTHORS_BASELINE, "batch_size": 8}, {"ffhq": {"steps": 37_500}}
+    ),
     "truth": MethodSpec(
-        "truth", None, None, "the world's exact per-factor edits with their own layer weights (the upper bound of every measure); nothing is trained"
+        "truth", None, None, "the world's exact per-factor edits with their own layer weights (the upper bound of every measure); nothing is trained",
+        {"steps": 0},
     ),
     "best-linear": MethodSpec(
         "best-linear",
@@ -50,6 +83,7 @@ METHODS: dict[str, MethodSpec] = {
         None,
         "per factor, the linear W+ edit (vector and layer weights) that an optimiser finds to move that factor most alone, "
         "read from the world's factor levels (the upper bound of every linear method); nothing is trained",
+        {"steps": 0},
     ),
 }
 """Every `--method` name, in the order the paper's tables list them, then the answer keys."""
@@ -85,13 +119,41 @@ RENDER_COUNTS: dict[str, RenderCount] = {
 """The render count of each objective, the one source for the objectives and the render budget."""
 
 
-class MethodChoice(Protocol):
-    """The settings that say what a run trains (a DiscoveryConfig has them)."""
+@dataclass(frozen=True)
+class MethodPlan:
+    """A method resolved for one run: its row, and the objective its `--loss` picks. Everything that depends on the
+    method (navigator, objective, trainer, description, budget) reads this one object."""
 
-    method: str
+    name: str
+    spec: MethodSpec
     loss: str
-    num_directions: int
-    batch_size: int
+
+    @property
+    def objective(self) -> str | None:
+        """The objective the run trains with (`loss` resolved to the contrast); None when nothing trains."""
+        return self.loss if self.spec.objective == "loss" else self.spec.objective
+
+    @property
+    def contrast(self) -> str | None:
+        """The ContraFeat loss (bi or pt) the run trains with, or None when its objective is another one."""
+        return self.objective if self.objective in CONTRAST_LOSSES else None
+
+    @property
+    def trains(self) -> bool:
+        return self.spec.trains
+
+    @property
+    def label(self) -> str:
+        """The method name, with the contrast loss where `--loss` chose it (e.g. `ganspace+att (pt)`)."""
+        return f"{self.name} ({self.loss})" if self.spec.objective == "loss" else self.name
+
+    def renders_per_step(self, num_directions: int, batch_size: int) -> int:
+        """Generator renders of one training step; 0 when nothing trains.
+
+        Bi: 2.5 B, Pt: 2 B, LatentCLR: (K + 1) B, Recog: 2 B for batch B and K directions. It is the method's
+        count: how the batch is executed (ranks, micro-batches) does not change it.
+        """
+        return 0 if self.objective is None else RENDER_COUNTS[self.objective].per_batch(num_directions, batch_size)
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -100,30 +162,6 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def contrast_loss(choice: MethodChoice) -> str | None:
-    """The ContraFeat loss (bi or pt) a run trains with, or None when its objective is another one."""
-    objective = method_spec(choice.method).objective
-    if objective == "loss":
-        return choice.loss
-    return objective if objective in CONTRAST_LOSSES else None
-
-
-def objective_name(choice: MethodChoice) -> str | None:
-    """The objective a run trains with (`loss` resolved to the contrast); None for methods with nothing to train."""
-    objective = method_spec(choice.method).objective
-    return None if objective is None else contrast_loss(choice) or objective
-
-
-def renders_per_step(choice: MethodChoice) -> int:
-    """Generator renders of one training step of the run; 0 when nothing trains.
-
-    Bi: 2.5 B, Pt: 2 B, LatentCLR: (K + 1) B, Recog: 2 B for batch B and K directions. It is the method's
-    count: how the batch is executed (ranks, micro-batches) does not change it.
-    """
-    objective = objective_name(choice)
-    return 0 if objective is None else RENDER_COUNTS[objective].per_batch(choice.num_directions, choice.batch_size)
-
-
-def method_label(choice: MethodChoice) -> str:
-    """The method name, with the contrast loss where `--loss` chose it (e.g. `ganspace+att (pt)`)."""
-    return f"{choice.method} ({choice.loss})" if method_spec(choice.method).objective == "loss" else choice.method
+def resolve_method(name: str, loss: str) -> MethodPlan:
+    """The plan of method `name` with contrast `loss` (a UserError for an unknown name)."""
+    return MethodPlan(name, method_spec(name), loss)

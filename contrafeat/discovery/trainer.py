@@ -2,11 +2,11 @@
 
 Data parallelism and gradient accumulation keep the single-process result. Every rank draws the whole
 global batch (codes and per-unit random values) from the same seeded generator and trains on its share
-of the units, in micro-batches; each share's loss is weighted by its fraction of the batch, gradients are
-summed over micro-batches and ranks, and the diversity term (which does not depend on the batch) is added
-once after the sum. A loss that couples the whole batch (LatentCLR) is split by caching its gradient with
-respect to the per-code feature changes (see CoupledObjective). The random state is thus the same on every rank, and a training state resumes under any
-number of ranks.
+of the units, in micro-batches; the objective back-propagates its share (`Objective.backward`: each
+micro-batch's loss weighted by its fraction of the batch; Pt's prototypes through the sensor once; a loss
+that couples the whole batch, LatentCLR, by caching its gradient), gradients are summed over ranks, and the
+diversity term (which does not depend on the batch) is added once after the sum. The random state is thus
+the same on every rank, and a training state resumes under any number of ranks.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import IO, Sequence
 
 import torch
-from tqdm import tqdm
 
 from contrafeat.discovery import distributed
 from contrafeat.discovery.config import DiscoveryConfig
@@ -26,7 +25,7 @@ from contrafeat.discovery.directions import Directions
 from contrafeat.discovery.distributed import Runtime
 from contrafeat.discovery.losses import diversity_loss, tensor_sum
 from contrafeat.discovery.navigator import Navigator
-from contrafeat.discovery.objectives import CoupledObjective, Draws, FeatureSource, Objective
+from contrafeat.discovery.objectives import FeatureSource, Objective, Share
 from contrafeat.discovery.precision import check_precision, grad_scaler
 from contrafeat.discovery.strengths import suggest_strengths
 from contrafeat.discovery.subspace import PCABasis
@@ -35,7 +34,7 @@ from contrafeat.errors import UserError
 from contrafeat.gan.identity import generator_identity
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.io_utils import atomic_torch_save
-from contrafeat.resumable import current_or_older
+from contrafeat.resumable import current_or_older, run_steps
 
 STATE_FILE = "training_state.pt"
 LEGACY_STATE_FILE = "checkpoint.pt"
@@ -123,19 +122,10 @@ class ParameterAverage:
         self.start, self.count, self.means = int(state["start"]), int(state["count"]), dict(state["means"])
 
 
-def random_state(device: torch.device) -> list[torch.Tensor]:
-    """The torch RNG states that feed synthesis noise on `device` (CPU, plus the CUDA device's)."""
-    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
-
-
-def set_random_state(state: list[torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state[1], device)
-
-
 class Trainer:
     """Owns the navigator, the objective, the optimisers and every random state of one run (of one rank).
+
+    `run_dir` None trains in memory: no logs, no looks, no training state.
 
     `optimizers` holds the main Adam (lr, betas of the config: navigator, prototypes) and one Adam per entry
     of the objective's `own_optimisers` (Recog's reconstructor at --recog-lr), with the config's betas.
@@ -149,7 +139,7 @@ class Trainer:
         pca: PCABasis,
         navigator: Navigator,
         objective: Objective,
-        run_dir: Path,
+        run_dir: Path | None,
         runtime: Runtime | None = None,
         measures: Sequence[DirectionsMeasure] = (),
     ) -> None:
@@ -170,7 +160,7 @@ class Trainer:
         self.scaler = grad_scaler(config.precision, self.runtime.device)
         self.rng = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(distributed.local_seed(config.seed, self.runtime.rank, 0))
-        self.step = 0
+        self.step_count = 0
         self.average = ParameterAverage()
         self.progress = Progress(self._validation(), measures) if self.runtime.is_main else None
 
@@ -192,101 +182,40 @@ class Trainer:
         return navigator
 
     @property
-    def batch_is_split(self) -> bool:
-        """Whether the batch is shared by ranks or cut into micro-batches."""
-        micro = self.config.micro_batch
-        return self.runtime.distributed or (micro is not None and micro < self.config.batch_size)
+    def total_steps(self) -> int:
+        return self.config.steps
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
         """Every trained parameter, optimiser by optimiser."""
         return [p for optimizer in self.optimizers.values() for group in optimizer.param_groups for p in group["params"]]
 
-    def micro_batches(self, units: int) -> list[torch.Tensor]:
-        """Index lists of this rank's share of the batch's units, cut into micro-batches of config.micro_batch codes."""
+    def share(self, units: int) -> Share:
+        """This rank's share of a step's units, cut into micro-batches of config.micro_batch codes."""
         share = distributed.rank_share(units, self.runtime)
         codes_per_unit = self.objective.codes_per_unit
         size = max(1, self.config.micro_batch // codes_per_unit) if self.config.micro_batch else len(share)
-        return list(share.split(size))
+        return Share(list(share.split(size)), units, self.runtime, self.scaler.scale)
 
     def train_step(self) -> dict[str, float]:
-        """One optimisation step on the global batch; returns the loss terms (over the whole batch) as floats."""
+        """One optimisation step on the global batch: draw, backward of this rank's share, sum over ranks, diversity,
+        step; returns the loss terms (over the whole batch) as floats."""
         ws = sample_start_codes(self.generator, self.config.batch_size, self.config, self.rng)
         units = self.objective.units(ws)
         draws = self.objective.draw(units.shape[0], self.navigator.num_directions, self.rng)
         for optimizer in self.optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        coupled = isinstance(self.objective, CoupledObjective) and self.batch_is_split
-        terms = self._accumulate_coupled(units, draws) if coupled else self._accumulate(units, draws)
+        terms = self.objective.backward(units, draws, self.navigator, self.features, self.share(units.shape[0]))
         self._sum_over_ranks(terms)
         if self.config.diversity_weight:
             terms["diversity"] = diversity_loss(self.navigator.edits())
             self.scaler.scale(self.config.diversity_weight * terms["diversity"]).backward()
         self._optimizer_step()
-        self.step += 1
-        if self.config.averaging and self.step > self.average_start:
+        self.step_count += 1
+        if self.config.averaging and self.step_count > self.average_start:
             self.average.update(self.navigator, self.average_start)
         total = tensor_sum((self.config.diversity_weight if name == "diversity" else 1.0) * value for name, value in terms.items())
         return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in terms.items()}}
-
-    def _accumulate(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
-        """Backward of each micro-batch's loss weighted by its share of the units; the weighted terms, summed.
-
-        Over several micro-batches the objective's shared inputs are made once: each micro-batch reads them as
-        leaves whose gradients add up, and one backward through them at the end carries that sum on."""
-        totals: dict[str, torch.Tensor] = {}
-        batches = self.micro_batches(units.shape[0])
-        shared = self.objective.shared_inputs(draws, self.features) if len(batches) > 1 else []
-        leaves = [tensor.detach().requires_grad_(True) for tensor in shared]
-        for index in batches:
-            terms = self.objective.compute(units[index], self.draws_of(draws, index), self.navigator, self.features, leaves)
-            weight = len(index) / units.shape[0]
-            self.scaler.scale(weight * tensor_sum(terms.values())).backward()
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0) + weight * value.detach()
-        if shared:
-            torch.autograd.backward(shared, [leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in leaves])
-        return totals
-
-    def _accumulate_coupled(self, units: torch.Tensor, draws: Draws) -> dict[str, torch.Tensor]:
-        """A coupled loss over the whole batch from this rank's micro-batches (see CoupledObjective); terms weighted by the share."""
-        objective = self.objective
-        assert isinstance(objective, CoupledObjective)  # step() calls this for coupled objectives only
-        batches = self.micro_batches(units.shape[0])
-        device = self.runtime.device
-        states, pieces = [], []
-        with torch.no_grad():
-            for index in batches:
-                states.append(random_state(device))
-                pieces.append(objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features))
-        after = random_state(device)
-        whole = [torch.cat(stage, dim=1) for stage in zip(*pieces)]
-        del pieces
-        if self.runtime.distributed:
-            gathered = distributed.all_gather_objects([stage.cpu() for stage in whole], self.runtime)
-            whole = [torch.cat(stage, dim=1).to(device) for stage in zip(*gathered)]
-        whole = [stage.requires_grad_(True) for stage in whole]
-        terms = objective.loss_of_changes(whole)
-        self.scaler.scale(tensor_sum(terms.values())).backward()
-        gradients = []
-        for stage in whole:
-            assert stage.grad is not None  # every stage is a leaf of the loss just back-propagated
-            gradients.append(stage.grad)
-        start = int(batches[0][0])
-        position = start
-        for index, state in zip(batches, states):
-            set_random_state(state, device)
-            changes = objective.changes(units[index], self.draws_of(draws, index), self.navigator, self.features)
-            torch.autograd.backward(changes, [gradient[:, position : position + len(index)] for gradient in gradients])
-            position += len(index)
-        set_random_state(after, device)
-        weight = (position - start) / units.shape[0]
-        return {name: weight * value.detach() for name, value in terms.items()}
-
-    @staticmethod
-    def draws_of(draws: Draws, index: torch.Tensor) -> Draws:
-        """The rows of the draws that belong to the units `index` (per-step values as they are)."""
-        return {name: value[index] if value.ndim else value for name, value in draws.items()}
 
     def _sum_over_ranks(self, terms: dict[str, torch.Tensor]) -> None:
         """Gradients and loss terms summed over the ranks (each already weighted by its share of the batch)."""
@@ -313,7 +242,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything a resume needs; the same on every rank but the torch RNG (rank 0's, which only feeds synthesis noise)."""
         return {
-            "step": self.step,
+            "step": self.step_count,
             "navigator": self.navigator.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
@@ -324,21 +253,21 @@ class Trainer:
         }
 
     def save_state(self) -> None:
-        """Write training_state.pt atomically (rank 0 only)."""
-        if self.runtime.is_main:
+        """Write training_state.pt atomically (rank 0 of a run with a folder)."""
+        if self.runtime.is_main and self.run_dir is not None:
             atomic_torch_save(self.state_dict(), self.run_dir / STATE_FILE)
             (self.run_dir / LEGACY_STATE_FILE).unlink(missing_ok=True)
 
     def load_state(self) -> None:
         """Restore everything saved by save_state, so the run continues bit-exactly (under any number of ranks)."""
-        path = saved_state(self.run_dir)
+        path = saved_state(self.run_dir) if self.run_dir is not None else None
         if path is None:
             raise UserError(f"{self.run_dir}: no {STATE_FILE} to resume")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as error:
             raise UserError(f"{path}: cannot resume from this training state ({error})") from error
-        self.step = int(state["step"])
+        self.step_count = int(state["step"])
         self.navigator.load_state_dict(state["navigator"])
         self.objective.load_state_dict(state["objective"])
         self._load_optimizers(state, path)
@@ -350,11 +279,11 @@ class Trainer:
         if self.runtime.is_main:
             torch.set_rng_state(state["torch_rng"])
             for name in (LOG_FILE, VALIDATION_FILE):
-                truncate_log(self.run_dir / name, self.step)
+                truncate_log(path.parent / name, self.step_count)
             if self.progress is not None:  # the next look's angles are measured from here
                 self.progress.previous = self.directions().vectors
         else:
-            torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step))
+            torch.manual_seed(distributed.local_seed(self.config.seed, self.runtime.rank, self.step_count))
 
     def _load_optimizers(self, state: dict, path: Path) -> None:
         """Every optimiser's state, by name (a training state of one optimiser, from before they were named, as the main one)."""
@@ -369,53 +298,52 @@ class Trainer:
 
     def run(self, progress: bool = True) -> None:
         """Train until config.steps, logging (the mean of each term since the last line), looking at the validation
-        batch every config.validate_every steps and saving the training state (rank 0); Ctrl-C saves it first."""
-        images_per_step = self.objective.renders_per_batch(self.navigator.num_directions, self.config.batch_size)
-        show = progress and self.runtime.is_main
-        bar = tqdm(total=self.config.steps, initial=self.step, disable=not show, desc="discover", unit="step")
-        started, started_step = time.perf_counter(), self.step
-        board = tensorboard_writer(self.run_dir) if self.runtime.is_main else None
+        batch at step 0, every config.validate_every steps and at the last (runs of at least that many steps) and saving
+        the training state (rank 0); Ctrl-C saves it first."""
+        images_per_step = self.config.renders_per_step
+        started, started_step = time.perf_counter(), self.step_count
+        board = tensorboard_writer(self.run_dir) if self.runtime.is_main and self.run_dir is not None else None
         sums: dict[str, float] = {}
         counted = 0
+        shown: dict[str, float] = {}
+        looks = self.config.steps >= self.config.validate_every  # a run shorter than one interval has no curve to show
         try:
-            with self._log_file(LOG_FILE) as log, self._log_file(VALIDATION_FILE) as validation_log:
-                if validation_log is not None and self.step == 0:
-                    self._look(validation_log, board, bar)
-                while self.step < self.config.steps:
-                    terms = self.train_step()
-                    bar.update(1)
+            with self._log_file(LOG_FILE) as log, self._log_file(VALIDATION_FILE, looks) as validation_log:
+
+                def after_step(terms: dict[str, float]) -> dict[str, float]:
+                    nonlocal sums, counted, shown
                     sums, counted = {name: sums.get(name, 0.0) + value for name, value in terms.items()}, counted + 1
-                    last = self.step == self.config.steps
-                    if log is not None and (self.step % self.config.log_every == 0 or last):
-                        elapsed = time.perf_counter() - started
-                        rate = images_per_step * (self.step - started_step) / max(elapsed, 1e-9)
-                        write_log_line(log, board, self.step, {**{name: total / counted for name, total in sums.items()}, "images_per_s": rate})
+                    last = self.step_count == self.config.steps
+                    if log is not None and (self.step_count % self.config.log_every == 0 or last):
+                        rate = images_per_step * (self.step_count - started_step) / max(time.perf_counter() - started, 1e-9)
+                        write_log_line(log, board, self.step_count, {**{name: total / counted for name, total in sums.items()}, "images_per_s": rate})
                         sums, counted = {}, 0
-                    if validation_log is not None and (self.step % self.config.validate_every == 0 or last):
-                        self._look(validation_log, board, bar)
-                    if self.step % self.config.save_every == 0:
-                        self.save_state()
-        except KeyboardInterrupt:
-            self.save_state()
-            raise
+                    if validation_log is not None and (self.step_count % self.config.validate_every == 0 or last):
+                        shown = self._look(validation_log, board)
+                    return shown or {"loss": terms["loss"]}
+
+                if validation_log is not None and self.step_count == 0:
+                    shown = self._look(validation_log, board)
+                run_steps(self, self.save_state, self.config.save_every, progress and self.runtime.is_main, "discover", after_step)
         finally:
-            bar.close()
             if board is not None:
                 board.close()
         self.save_state()
 
-    def _look(self, log: IO[str], board, bar: tqdm) -> None:
-        """One line of validation.jsonl: the validation batch, the angles moved and the measures of the current result."""
+    def _look(self, log: IO[str], board) -> dict[str, float]:
+        """One line of validation.jsonl: the validation batch, the angles moved and the measures of the current result;
+        returns what the progress bar shows of it."""
         assert self.progress is not None  # rank 0 looks
         navigator = self.result_navigator()
         values = self.progress.look(navigator, navigator_directions(navigator, self.pca, self.config.method, self.generator, self.generator_id))
-        write_log_line(log, board, self.step, values)
-        shown = {key: values[key] for key in ("validation_contrast", "score", "found") if key in values}
-        bar.set_postfix({key: f"{value:.3f}" for key, value in shown.items()})
+        write_log_line(log, board, self.step_count, values)
+        return {key: values[key] for key in ("validation_contrast", "score", "found") if key in values}
 
-    def _log_file(self, name: str) -> contextlib.AbstractContextManager[IO[str] | None]:
-        """A log of the run folder opened for appending on rank 0; None elsewhere."""
-        return open(self.run_dir / name, "a") if self.runtime.is_main else contextlib.nullcontext(None)
+    def _log_file(self, name: str, wanted: bool = True) -> contextlib.AbstractContextManager[IO[str] | None]:
+        """A log of the run folder opened for appending on rank 0 when `wanted`; None elsewhere (and without a folder)."""
+        if self.run_dir is None or not (self.runtime.is_main and wanted):
+            return contextlib.nullcontext(None)
+        return open(self.run_dir / name, "a")
 
     def directions(self) -> Directions:
         """The trained directions (averaged over the averaging window) as the artefact every consumer reads."""

@@ -62,7 +62,7 @@ def edit_strip(
     Strength s adds s * attention (outer) vector, as `Directions.apply`; s = k * directions.strengths[index] walks k
     suggested strengths, which is how `contrafeat edit` and `contrafeat traverse` read their strength values.
     """
-    directions.check_compatible(generator)
+    directions.check_shape_of(generator)
     check_shape(ws, [1, generator.num_ws, generator.w_dim], "ws")
     if not strengths:
         raise ValueError("strengths: expected at least one value")

@@ -146,9 +146,6 @@ class AttributeScores:
     score_before_norm: float
     row_argmax: list[int | None]
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"score": self.score, "found": self.found, "factor_score": self.factor_score, "score_before_norm": self.score_before_norm}
-
 
 def top_two_gap(rows: torch.Tensor) -> torch.Tensor:
     """Largest minus second largest entry of each row (the entry itself when there is one column)."""

@@ -60,22 +60,28 @@ def fixed_strength_matrix(generator: GeneratorLike, directions: Directions, pred
     return attribute_change_matrix(generator, directions, predictor, strengths, **protocol_of(settings))
 
 
-def fixed_strength_scores(generator: GeneratorLike, directions: Directions, predictor: AttributePredictor, settings: EvaluationSettings) -> AttributeScores:
-    """The fixed-protocol scores, the directions that do not move the image at the fixed strength scoring 0."""
+def fixed_strength_scores(
+    generator: GeneratorLike, directions: Directions, predictor: AttributePredictor, settings: EvaluationSettings, matrix: torch.Tensor | None = None
+) -> AttributeScores:
+    """The fixed-protocol scores, the directions that do not move the image at the fixed strength scoring 0 (`matrix`:
+    their fixed_strength_matrix when already made)."""
     strengths = torch.full((directions.count,), settings.fixed_strength)
     codes = seeded_codes(generator, DEAD_CHECK_SAMPLES, settings.seed, settings.truncation_psi)
     dead, _ = dead_directions(generator, directions, strengths, codes)
-    return score_matrix(fixed_strength_matrix(generator, directions, predictor, settings), dead)
+    return score_matrix(matrix if matrix is not None else fixed_strength_matrix(generator, directions, predictor, settings), dead)
 
 
-def attribute_comparison(generator: GeneratorLike, directions: Directions, pca: PCABasis, seed: int = 0) -> list[dict[str, Any]]:
+def attribute_comparison(
+    generator: GeneratorLike, directions: Directions, pca: PCABasis, matrix: torch.Tensor | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
     """Directions next to plain PCA and random ones: fixed-strength attribute-matrix score and attributes found
-    (exact factors, EvaluationSettings defaults), for a generator that knows its factors."""
+    (exact factors, EvaluationSettings defaults), for a generator that knows its factors (`matrix`: the directions'
+    fixed_strength_matrix when already made)."""
     settings, predictor = EvaluationSettings(distill=None), ExactFactors(generator)
     candidates = {directions.method: directions, **reference_directions(generator, pca, directions.count, seed)}
     rows = []
     for name, candidate in candidates.items():
-        scores = fixed_strength_scores(generator, candidate, predictor, settings)
+        scores = fixed_strength_scores(generator, candidate, predictor, settings, matrix if candidate is directions else None)
         rows.append({"directions": name, "score": scores.score, "per_factor_score": scores.factor_score, "attributes_found": scores.found})
     return rows
 
@@ -100,7 +106,7 @@ def evaluate_directions(
     """The metrics (flat, for tables) plus the matrices and strengths behind them (for evaluation.json);
     `calibration` is calibration_of's result when it was made already."""
     settings.validate()
-    directions.check_compatible(generator)
+    directions.check_shape_of(generator)
     fixed = fixed_strength_matrix(generator, directions, predictor, settings)
     calibration = calibration or calibration_of(generator, directions, sensor, settings)
     calibrated = attribute_change_matrix(generator, directions, predictor, calibration.strengths, **protocol_of(settings))

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.io_utils import atomic_torch_save
+from contrafeat.resumable import run_steps
 
 RESOLUTION = 64
 MODEL_KINDS = ("ada-gvae", "beta-vae", "factor-vae")
@@ -299,6 +299,20 @@ class VAETraining:
         self.generator.set_state(state["generator"])
 
 
+class SampledTraining:
+    """A VAE training fed `batch` images a step by a sampler, to `total_steps` steps (what the training loop runs)."""
+
+    def __init__(self, training: VAETraining, sample_batch: BatchSampler, batch: int, total_steps: int) -> None:
+        self.training, self.sample_batch, self.batch, self.total_steps = training, sample_batch, batch, total_steps
+
+    @property
+    def step_count(self) -> int:
+        return self.training.step_count
+
+    def train_step(self) -> dict[str, float]:
+        return self.training.step(self.sample_batch(self.batch, self.training.generator))
+
+
 def load_training_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -337,22 +351,13 @@ def train_vae(
             state_path.parent.mkdir(parents=True, exist_ok=True)
             atomic_torch_save(training.state_dict(), state_path)
 
+    def after_step(terms: dict[str, float]) -> dict[str, float]:
+        if on_step is not None:
+            on_step(training.step_count, terms)
+        return terms
+
     training.model.train()
-    bar = tqdm(total=steps, initial=min(training.step_count, steps), disable=not progress, desc=model_kind, unit="step")
-    try:
-        while training.step_count < steps:
-            terms = training.step(sample_batch(batch, training.generator))
-            bar.update(1)
-            bar.set_postfix({name: f"{value:.3g}" for name, value in terms.items()})
-            if on_step is not None:
-                on_step(training.step_count, terms)
-            if training.step_count % save_every == 0:
-                save()
-    except KeyboardInterrupt:
-        save()
-        raise
-    finally:
-        bar.close()
+    run_steps(SampledTraining(training, sample_batch, batch, steps), save, save_every, progress, model_kind, after_step)
     save()
     return training.model.eval()
 

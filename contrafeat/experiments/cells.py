@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,10 +17,8 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from contrafeat.discovery.config import EXECUTION_FIELDS, DiscoveryConfig, build_config, save_config
-from contrafeat.discovery.distributed import Runtime
+from contrafeat.discovery.config import EXECUTION_FIELDS, DiscoveryConfig, build_config
 from contrafeat.discovery.registry import method_spec
-from contrafeat.discovery.run import train_run
 from contrafeat.discovery.trainer import saved_state
 from contrafeat.evaluation.attribute_scores import build_predictor
 from contrafeat.evaluation.evaluate_run import SCORING_VERSION, EvaluationSettings, fixed_strength_scores
@@ -28,9 +27,11 @@ from contrafeat.experiments.mask_analysis import DEFAULT_SIGMA, run_mask_analysi
 from contrafeat.features import build_sensor
 from contrafeat.gan.interface import has_true_edits
 from contrafeat.io_utils import atomic_write_text, short_hash
+from contrafeat.runs import discover
+from contrafeat.zoo import load_generator
 
 RESULT_FILE = "result.json"
-"""Config fields that change how a run executes, not what it learns: left out of a cell's fingerprint."""
+"""Each cell's result with the fingerprint it was computed under (see `stored_result`)."""
 
 
 class Cell(Protocol):
@@ -76,13 +77,12 @@ class TrainingCell:
 
     def compute(self) -> dict[str, Any]:
         resuming = saved_state(self.folder) is not None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.folder / "config.yaml")
-        trained = train_run(self.config, self.folder, resuming, Runtime(device=torch.device("cpu")), progress=False, verbose=False)
-        directions, generator = trained.directions, trained.generator
+        if not resuming and self.folder.exists():
+            shutil.rmtree(self.folder)  # without a training state it holds nothing to continue: a stale result at most
+        directions = discover(config=self.config, out=self.folder, resume=resuming, progress=False, pictures=False)
+        generator = load_generator(self.config.checkpoint)
         assert directions is not None  # a single process is rank 0, which holds them
         assert has_true_edits(generator)  # the grid runs on the linear shapes3d world
-        directions.save(self.folder)
         scores = fixed_strength_scores(generator, directions, build_predictor("exact", generator), self.evaluation)
         agreement = true_edit_agreement(generator, directions)["true_edit_cos"]
         return {"score": scores.score, "found": scores.found, "factor_score": scores.factor_score, "true_edit_cos": agreement}

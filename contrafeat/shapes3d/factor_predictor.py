@@ -24,7 +24,7 @@ from contrafeat.checks import check_shape
 from contrafeat.errors import UserError
 from contrafeat.gan.tagged_weights import load_tagged_weights, save_tagged_weights
 from contrafeat.options import COUNT, INDEX, POSITIVE
-from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path
+from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path, state_saver
 from contrafeat.shapes3d.grid import FACTOR_NAMES, FACTOR_SIZES, FACTOR_VALUES, NUM_IMAGES, factor_values, index_to_factors
 from contrafeat.shapes3d.linear_generator import ShapesGenerator
 from contrafeat.shapes3d.renderer import render
@@ -180,8 +180,8 @@ class PredictorTraining:
         self.step_count = 0
         self.total_steps = config.steps
 
-    def step(self) -> float:
-        """One Adam step on a batch of jittered renders; returns the summed cross-entropy of the six heads."""
+    def train_step(self) -> dict[str, float]:
+        """One Adam step on a batch of jittered renders; returns the summed cross-entropy of the six heads (as `loss`)."""
         picks = torch.randint(len(self.train_indices), (self.config.batch,), generator=self.rng).numpy()
         values = jittered_values(self.train_indices[picks], self.rng)
         logits = self.model(render_images(values, self.settings))
@@ -190,7 +190,7 @@ class PredictorTraining:
         cosine_step(self.optimizer, loss, self.config.lr, self.step_count, self.config.steps)
         self.step_count += 1
         self.rng_after_step = self.rng.get_state()
-        return float(loss.detach())
+        return {"loss": float(loss.detach())}
 
     def state_dict(self) -> dict:
         """The state after the last completed step (a step cut short leaves no trace)."""
@@ -235,7 +235,7 @@ def train_factor_predictor(
     state_file = state_path(out)
     training = PredictorTraining(config, generator_render_settings())
     start_or_resume(training, state_file, resume)
-    run_steps(training, state_file, save_every, progress, "factor predictor")
+    run_steps(training, state_saver(training, state_file), save_every, progress, "factor predictor")
     model = training.model.eval()
     accuracy = held_out_accuracy(model, eval_count, seed, held_out_fraction)
     save_factor_predictor(model, out, {**asdict(config), **training.settings._asdict(), "held_out_accuracy": accuracy})

@@ -21,7 +21,7 @@ import torch
 from contrafeat.errors import UserError
 from contrafeat.gan.tagged_weights import save_tagged_weights
 from contrafeat.options import COUNT, INDEX, MAX_COUNT, NON_NEGATIVE, POSITIVE, SHARE, Domain, check_settings, option
-from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path
+from contrafeat.resumable import cosine_step, run_steps, start_or_resume, state_path, state_saver
 from contrafeat.shapes3d.factor_levels import level_jacobians
 from contrafeat.shapes3d.learned_generator import FORMAT_TAG, FORMAT_VERSION, LearnedShapesGenerator
 
@@ -86,8 +86,8 @@ class WorldTraining:
         take_second = (layers[None, :] >= crossover) & mixed  # [B, L]
         return torch.where(take_second[:, :, None], second[:, None, :], first[:, None, :])
 
-    def step(self) -> float:
-        """One Adam step; returns the distance term of the loss."""
+    def train_step(self) -> dict[str, float]:
+        """One Adam step; returns the distance term of the loss (as `loss`)."""
         settings = self.settings
         ws = self.codes(settings.batch)
         levels = self.model.levels(ws)  # [B, 6]
@@ -102,7 +102,7 @@ class WorldTraining:
         cosine_step(self.optimizer, loss, settings.lr, self.step_count, settings.steps)
         self.step_count += 1
         self.rng_after_step = self.rng.get_state()
-        return float(distance.detach())
+        return {"loss": float(distance.detach())}
 
     def regularisers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """On a quarter batch: StyleGAN2's path-length penalty on the levels, (|J^T y| - running mean)^2 for
@@ -157,7 +157,7 @@ def train_world(
     state_file = state_path(out)
     training = WorldTraining(settings)
     start_or_resume(training, state_file, resume)
-    run_steps(training, state_file, save_every, progress, "train world")
+    run_steps(training, state_saver(training, state_file), save_every, progress, "train world")
     model = training.finish()
     save_tagged_weights(model, out, FORMAT_TAG, FORMAT_VERSION, asdict(settings))
     state_file.unlink(missing_ok=True)

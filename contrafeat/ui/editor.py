@@ -82,7 +82,7 @@ class Editor:
     """Renders edit states with one generator and one Directions artefact; renders are serialised by a lock."""
 
     def __init__(self, generator: GeneratorLike, directions: Directions, uploaded_code: Callable[[str], torch.Tensor]) -> None:
-        directions.check_compatible(generator)
+        directions.check_shape_of(generator)
         self.generator = generator
         self.directions = directions
         self.uploaded_code = uploaded_code
