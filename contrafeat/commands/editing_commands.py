@@ -1,7 +1,9 @@
-"""`contrafeat project` (images -> codes), `contrafeat edit` (a strip of one edited code) and `contrafeat name` (name directions)."""
+"""`contrafeat align` (photos -> FFHQ-aligned faces), `contrafeat project` (images -> codes), `contrafeat edit` (a strip of
+one edited code) and `contrafeat name` (name directions)."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -9,25 +11,32 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image
 
 from contrafeat.commands.common import add_command, add_force_option, check_generator_match, run_checkpoint
-from contrafeat.runs import log_table
+from contrafeat.console import LOG
 from contrafeat.discovery.directions import Directions, load_directions
 from contrafeat.editing.edit import STRENGTH_FORMAT, edit_strip, parse_strengths
-from contrafeat.editing.image_input import load_image
+from contrafeat.editing.face_alignment import Alignment, FaceChoiceError, align_photo, outline
+from contrafeat.editing.image_input import load_image, read_image, to_tensor
 from contrafeat.editing.projector import SPACES, ProjectionResult, default_loss_network, load_projected_w, project, save_projected_w
 from contrafeat.errors import UserError
 from contrafeat.evaluation.attribute_scores import attribute_change_matrix, build_predictor
 from contrafeat.evaluation.dead_directions import DEAD_CHECK_SAMPLES, dead_directions
 from contrafeat.features import Sensor, build_sensor
 from contrafeat.gan.interface import GeneratorLike, seeded_codes
-from contrafeat.options import COUNT, INDEX, NON_NEGATIVE
+from contrafeat.io_utils import atomic_write_text
+from contrafeat.options import COUNT, INDEX, NON_NEGATIVE, Domain
+from contrafeat.runs import log_table
 from contrafeat.viz.images import save_image_grid, save_png
 from contrafeat.zoo import load_generator
 
 W_FILE = "projected_w.npz"
 RECONSTRUCTION_FILE = "reconstruction.png"
 SIDE_BY_SIDE_FILE = "side_by_side.png"
+ALIGNED_FILE = "aligned.png"
+ALIGNMENT_FILE = "alignment.json"
+RESOLUTION = Domain(int, 8, 4096, "a whole number of pixels in 8..4096")
 ENTANGLED_RATIO = 0.5
 """--auto marks a direction whose second-most-moved attribute moves more than this share of the first."""
 ENTANGLED_MARK = "?"
@@ -35,16 +44,51 @@ MAX_NAME_LENGTH = 64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_align(subparsers)
     _register_project(subparsers)
     _register_edit(subparsers)
     _register_name(subparsers)
 
 
+def _add_face_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--face", type=COUNT, default=None,
+        help="which face to align, 1 the largest (default: the largest; a line says when there are several)",
+    )
+
+
+def _register_align(subparsers: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        subparsers, "align",
+        "Crop each photo's face as the FFHQ dataset did (from five detected landmarks), for generators trained on aligned faces.",
+    )
+    parser.add_argument("images", type=Path, nargs="+", help="PNG, JPEG, WEBP or BMP photos")
+    parser.add_argument(
+        "--out", type=Path, default=Path("aligned"),
+        help="folder of STEM.png (the aligned face) and STEM.json (source, landmarks, box, crop square, transform) per photo",
+    )
+    parser.add_argument(
+        "--resolution", type=RESOLUTION, default=1024, help="side of the aligned image in pixels: the generator's (FFHQ: 1024)"
+    )
+    _add_face_option(parser)
+    parser.set_defaults(handler=run_align)
+
+
 def _register_project(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "project", "Find the code of each image by optimisation (the stylegan2-ada projector) and save it.")
     parser.add_argument(
-        "images", type=Path, nargs="+", help="PNG, JPEG, WEBP or BMP files (centre-cropped to a square, resized to the generator)"
+        "images", type=Path, nargs="+",
+        help="PNG, JPEG, WEBP or BMP files (centre-cropped to a square, resized to the generator; with --align, the face aligned)",
     )
+    parser.add_argument(
+        "--align", action="store_true",
+        help=(
+            "for face generators (FFHQ and others trained on aligned faces): find the face and align it as the FFHQ dataset did "
+            f"instead of the centre crop (see `contrafeat align`); adds {ALIGNED_FILE} and {ALIGNMENT_FILE}, and "
+            f"{SIDE_BY_SIDE_FILE} shows the photo with the crop, the aligned face and the reconstruction"
+        ),
+    )
+    _add_face_option(parser)
     parser.add_argument("--checkpoint", default="shapes3d", help="generator: zoo name or checkpoint path")
     parser.add_argument("--space", default="w+", choices=SPACES, help="w+: one code per layer; w: one code shared by all layers")
     parser.add_argument("--steps", type=COUNT, default=1000, help="optimisation steps")
@@ -114,23 +158,86 @@ def _loss_network(args: argparse.Namespace, generator: GeneratorLike) -> Sensor:
     return build_sensor(args.sensor, weights=args.sensor_weights, generator=generator)
 
 
-def _check_project_args(args: argparse.Namespace) -> None:
-    if args.sensor is None and args.sensor_weights is not None:
-        raise UserError("--sensor-weights needs --sensor NAME to say which network the file is for")
+def _check_stems(images: list[Path], out: Path, suffix: str = "") -> None:
+    """Refuse two inputs that would write to the same place (out / STEM + suffix)."""
     stems: dict[str, Path] = {}
-    for path in args.images:
+    for path in images:
         if path.stem in stems:
-            raise UserError(f"{path} and {stems[path.stem]} would both write to {args.out / path.stem}; rename one")
+            raise UserError(f"{path} and {stems[path.stem]} would both write to {out / (path.stem + suffix)}; rename one")
         stems[path.stem] = path
 
 
-def _write_projection(path: Path, target: torch.Tensor, result: ProjectionResult, row: int, out: Path) -> None:
-    """The three files of one image, and its final errors on stdout."""
-    folder = out / path.stem
+def _check_project_args(args: argparse.Namespace) -> None:
+    if args.sensor is None and args.sensor_weights is not None:
+        raise UserError("--sensor-weights needs --sensor NAME to say which network the file is for")
+    if args.face is not None and not args.align:
+        raise UserError(f"--face {args.face} chooses the face to align; add --align")
+    _check_stems(args.images, args.out)
+
+
+def _align(path: Path, resolution: int, face: int | None) -> tuple[Alignment, Image.Image]:
+    """One photo's aligned face and the photo itself; a line when it has several faces and none was chosen."""
+    name, photo = read_image(path, square_crop=False)
+    try:
+        alignment = align_photo(photo, resolution, face, name)
+    except FaceChoiceError as error:
+        found = f"{error.found} face{'s' if error.found > 1 else ''}"
+        raise UserError(f"--face {error.number}: only {found} found in {name}") from None
+    if face is None and alignment.faces_found > 1:
+        LOG.warning(f"{alignment.faces_found} faces found in {name}; aligning the largest (--face 1..{alignment.faces_found} to choose)")
+    return alignment, photo
+
+
+def _write_alignment(alignment: Alignment, source: Path, image_path: Path, json_path: Path) -> None:
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    alignment.image.save(image_path, format="PNG")
+    atomic_write_text(json_path, json.dumps(alignment.describe(str(source)), indent=2) + "\n")
+
+
+def run_align(args: argparse.Namespace) -> int:
+    _check_stems(args.images, args.out, ".png")
+    inputs = {path.resolve() for path in args.images}
+    for path in args.images:
+        if (args.out / f"{path.stem}.png").resolve() in inputs:
+            raise UserError(f"--out {args.out}: {args.out / (path.stem + '.png')} would overwrite the photo itself; choose another folder")
+    aligned = [_align(path, args.resolution, args.face)[0] for path in args.images]  # every photo checked before anything is written
+    for path, alignment in zip(args.images, aligned):
+        image_path = args.out / f"{path.stem}.png"
+        _write_alignment(alignment, path, image_path, args.out / f"{path.stem}.json")
+        face = f"face {alignment.face_number} of {alignment.faces_found}"
+        print(f"{path}: {face}, crop {alignment.crop_size:.0f} px -> {image_path} ({alignment.resolution} px)")
+    return 0
+
+
+@dataclass
+class Target:
+    """One image to project: the tensor [3, R, R] and, when aligned, its alignment and the photo with the crop drawn."""
+
+    path: Path
+    pixels: torch.Tensor
+    alignment: Alignment | None = None
+    overview: torch.Tensor | None = None
+
+
+def _target(path: Path, resolution: int, args: argparse.Namespace) -> Target:
+    if not args.align:
+        return Target(path, load_image(path, resolution)[0])
+    alignment, photo = _align(path, resolution, args.face)
+    return Target(path, to_tensor(alignment.image)[0], alignment, to_tensor(outline(photo, alignment, resolution))[0])
+
+
+def _write_projection(target: Target, result: ProjectionResult, row: int, out: Path) -> None:
+    """The files of one image, and its final errors on stdout."""
+    folder = out / target.path.stem
     save_projected_w(result.ws[row : row + 1], folder / W_FILE)
     save_png(result.images[row], folder / RECONSTRUCTION_FILE)
-    save_image_grid(torch.stack([target, result.images[row]]), folder / SIDE_BY_SIDE_FILE, columns=2)
-    print(f"{path}: perceptual {float(result.perceptual[row]):.4f}, pixel MSE {float(result.pixel_mse[row]):.5f} -> {folder}")
+    columns = [target.pixels, result.images[row]]
+    if target.alignment is not None and target.overview is not None:
+        _write_alignment(target.alignment, target.path, folder / ALIGNED_FILE, folder / ALIGNMENT_FILE)
+        columns.insert(0, target.overview)
+    save_image_grid(torch.stack(columns), folder / SIDE_BY_SIDE_FILE, columns=len(columns))
+    perceptual, mse = float(result.perceptual[row]), float(result.pixel_mse[row])
+    print(f"{target.path}: perceptual {perceptual:.4f}, pixel MSE {mse:.5f} -> {folder}")
 
 
 def run_project(args: argparse.Namespace) -> int:
@@ -139,17 +246,18 @@ def run_project(args: argparse.Namespace) -> int:
     if generator.img_channels != 3:
         channels = generator.img_channels
         raise UserError(f"--checkpoint {args.checkpoint}: the generator makes {channels}-channel images; projection needs RGB")
-    targets = torch.cat([load_image(path, generator.img_resolution) for path in args.images])
+    loaded = [_target(path, generator.img_resolution, args) for path in args.images]
+    targets = torch.stack([target.pixels for target in loaded])
     sensor = _loss_network(args, generator)
     print(f"projecting {len(args.images)} image(s) into {args.space} with {sensor.name}, {args.steps} steps", file=sys.stderr)
     for start in range(0, len(args.images), args.batch_size):
-        paths, batch = args.images[start : start + args.batch_size], targets[start : start + args.batch_size]
+        batch = targets[start : start + args.batch_size]
         result = project(
             generator, batch, steps=args.steps, space=args.space, loss_network=sensor, mse_weight=args.mse_weight,
             seed=args.seed, progress=not args.no_progress,
         )
-        for row, path in enumerate(paths):
-            _write_projection(path, batch[row], result, row, args.out)
+        for row, target in enumerate(loaded[start : start + args.batch_size]):
+            _write_projection(target, result, row, args.out)
     return 0
 
 

@@ -1,9 +1,11 @@
-"""`contrafeat sensors`: the feature extractors, and whether each one's weights can be found here."""
+"""`contrafeat sensors`: the feature extractors, and whether each one's weights can be found here (and the face
+detector's)."""
 from __future__ import annotations
 
 import argparse
 
 from contrafeat.commands.common import add_command
+from contrafeat.editing.face_detection import mtcnn_weights_status
 from contrafeat.errors import UserError
 from contrafeat.features import build_sensor
 from contrafeat.features.registry import SENSOR_HELP
@@ -28,4 +30,7 @@ def availability(name: str) -> str:
 def run_sensors(args: argparse.Namespace) -> int:
     for name, description in SENSOR_HELP.items():
         print(f"{name:20s} {description}\n{'':20s} [{availability(name)}]")
+    present, where = mtcnn_weights_status()
+    state = f"ready: {where}" if present else f"missing: run `{where}`"
+    print(f"{'mtcnn':20s} MTCNN face detector (P-, R- and O-Net) that finds and aligns faces in photos; not a --sensor\n{'':20s} [{state}]")
     return 0

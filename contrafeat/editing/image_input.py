@@ -3,8 +3,9 @@
 Only PNG, JPEG, WEBP and BMP are accepted. The file size is checked before reading, the pixel count from the
 header before decoding (Pillow's decompression-bomb guard stays on as well), and the decoded image must be at
 least 16 px on its short side and at most 4:1 elongated. Then: EXIF orientation applied, transparency
-composited over white, 16-bit grey reduced to 8 bits, centre square crop, Lanczos resize (as the reference
-projector prepares its target).
+composited over white, 16-bit grey reduced to 8 bits (`read_image`); then a centre square crop and a Lanczos
+resize (as the reference projector prepares its target; `load_image`), or a face alignment
+(`editing.face_alignment`), which needs neither the square crop nor its aspect limit.
 """
 from __future__ import annotations
 
@@ -53,24 +54,24 @@ def _check_bytes(size: int, name: str, max_bytes: int) -> None:
         raise UserError(f"{name}: {size:,} bytes is more than the {max_bytes:,} allowed; expected {EXPECTED} of at most that size")
 
 
-def _check_dimensions(size: tuple[int, int], name: str, max_pixels: int) -> None:
+def _check_dimensions(size: tuple[int, int], name: str, max_pixels: int, square_crop: bool) -> None:
     width, height = size
     if width * height > max_pixels:
         raise UserError(f"{name}: {width} x {height} pixels is more than the {max_pixels:,} pixels allowed; expected a smaller image")
     if min(width, height) < MIN_SIDE:
         raise UserError(f"{name}: {width} x {height} pixels is too small; expected at least {MIN_SIDE} x {MIN_SIDE}")
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if square_crop and max(width, height) > MAX_ASPECT * min(width, height):
         raise UserError(
             f"{name}: {width} x {height} pixels is too elongated for a centre square crop; "
             f"expected an aspect ratio of at most {MAX_ASPECT:g}:1 (crop it first)"
         )
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> Image.Image:
+def _decode(data: bytes, name: str, max_pixels: int, square_crop: bool) -> Image.Image:
     """Verify, fully decode and orient by EXIF, refusing other formats, damaged files and too many pixels."""
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
-            _check_dimensions(probe.size, name, max_pixels)
+            _check_dimensions(probe.size, name, max_pixels, square_crop)
             probe.verify()
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
         image.load()
@@ -102,12 +103,27 @@ def _centre_square(image: Image.Image, resolution: int) -> Image.Image:
     return image.crop(box).resize((resolution, resolution), Image.LANCZOS)  # type: ignore[attr-defined]
 
 
+def read_image(
+    source: Path | str | bytes, max_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000, square_crop: bool = True
+) -> tuple[str, Image.Image]:
+    """A file path or uploaded bytes -> (its name for messages, the decoded 8-bit RGB image); every refusal a UserError.
+
+    `square_crop`: the image is meant for a centre square crop, so at most MAX_ASPECT:1 elongated (an alignment crops
+    around the face wherever it is and needs no such limit).
+    """
+    name, data = _read_source(source, max_bytes)
+    return name, _to_rgb(_decode(data, name, max_pixels, square_crop))
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB image -> [1, 3, H, W] float in [-1, 1]."""
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32).copy())
+    return (pixels.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
+
+
 def load_image(source: Path | bytes, resolution: int, max_bytes: int = 20 * 2**20, max_pixels: int = 40_000_000) -> torch.Tensor:
     """A file path or uploaded bytes -> [1, 3, resolution, resolution] float in [-1, 1]; every refusal a UserError."""
     if resolution < 1:
         raise ValueError(f"resolution: expected a positive number of pixels, got {resolution}")
-    name, data = _read_source(source, max_bytes)
-    image = _decode(data, name, max_pixels)
-    square = _centre_square(_to_rgb(image), resolution)
-    pixels = torch.from_numpy(np.asarray(square, dtype=np.float32).copy())
-    return (pixels.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
+    _, image = read_image(source, max_bytes, max_pixels)
+    return to_tensor(_centre_square(image, resolution))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import secrets
 import threading
 from collections import OrderedDict
@@ -14,6 +15,7 @@ from contrafeat.editing.projector import default_loss_network, project
 from contrafeat.errors import UserError
 from contrafeat.features import Sensor
 from contrafeat.gan.interface import GeneratorLike
+from contrafeat.viz.images import to_pil
 
 MAX_PENDING = 2
 """Uploads queued or projecting at once; a further upload is refused until one finishes."""
@@ -31,10 +33,14 @@ class Cancelled(Exception):
 
 @dataclass
 class ProjectionJob:
-    """One upload's projection: its progress while running, its W+ code [1, num_ws, w_dim] when done."""
+    """One upload's projection: its target (the upload centre-cropped or its face aligned, [1, 3, R, R] in [-1, 1]),
+    its progress while running, its W+ code [1, num_ws, w_dim] when done."""
 
     id: str
     steps: int
+    target: torch.Tensor = field(repr=False)
+    note: str | None = None
+    """What was done to the upload before projecting it (the face alignment), for the page."""
     state: str = "queued"
     step: int = 0
     loss: float | None = None
@@ -43,7 +49,16 @@ class ProjectionJob:
 
     def status(self) -> dict:
         """The JSON the page polls."""
-        return {"id": self.id, "state": self.state, "step": self.step, "steps": self.steps, "loss": self.loss, "error": self.error}
+        return {
+            "id": self.id, "state": self.state, "step": self.step, "steps": self.steps, "loss": self.loss, "error": self.error,
+            "note": self.note,
+        }
+
+    def target_png(self) -> bytes:
+        """The image being projected, as PNG bytes."""
+        buffer = io.BytesIO()
+        to_pil(self.target[0]).save(buffer, format="PNG")
+        return buffer.getvalue()
 
 
 class ProjectionJobs:
@@ -62,12 +77,12 @@ class ProjectionJobs:
         self.stopping = threading.Event()
         self.loss_network: Sensor | None = None
 
-    def submit(self, target: torch.Tensor) -> ProjectionJob:
+    def submit(self, target: torch.Tensor, note: str | None = None) -> ProjectionJob:
         """Queue the projection of one target image [1, 3, R, R] in [-1, 1]."""
         with self.lock:
             if sum(job.state in ("queued", "running") for job in self.jobs.values()) >= MAX_PENDING:
                 raise BusyError("busy: an earlier upload is still being projected; wait for it to finish")
-            job = ProjectionJob(secrets.token_hex(8), self.steps)
+            job = ProjectionJob(secrets.token_hex(8), self.steps, target.detach().cpu(), note)
             self.jobs[job.id] = job
             self._forget_old()
         self.worker.submit(self._run, job, target)

@@ -10,7 +10,9 @@ Endpoints:
   GET  /api/render.png      ?seed=N|upload=ID&psi=X&s=v0,v1,...  (multiples of the suggested strengths; download=1 to save)
   GET  /api/code.npz        the same query -> the edited W+ code, key 'w' [1, num_ws, w_dim] float32
   POST /api/upload          an image body (Content-Type image/...) -> 202 {"id": ...}; projected in the background
-  GET  /api/jobs/ID         a projection's progress: state, step, steps, loss, error
+                            (?align=1: the face found and aligned as FFHQ's were, instead of the centre crop)
+  GET  /api/jobs/ID         a projection's progress: state, step, steps, loss, error, note (what alignment did)
+  GET  /api/jobs/ID/target.png  the image being projected (the centre crop or the aligned face)
 Errors are JSON {"error": message} with a 4xx status (5xx for a failure of the server itself), never a traceback.
 """
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any, Callable
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from contrafeat.discovery.directions import Directions
-from contrafeat.editing.image_input import load_image
+from contrafeat.editing.face_alignment import align_photo
+from contrafeat.editing.face_detection import mtcnn_weights_status
+from contrafeat.editing.image_input import load_image, read_image, to_tensor
 from contrafeat.errors import UserError
 from contrafeat.gan.interface import GeneratorLike
 from contrafeat.ui.editor import Editor, EditState, parse_state
@@ -127,6 +131,9 @@ class EditorHandler(BaseHTTPRequestHandler):
         if url.path == "/api/code.npz":
             state = parse_state(query, self.server.editor.directions.count)
             return HTTPStatus.OK, "application/octet-stream", self.server.editor.code_npz(state), _attachment(state, "npz")
+        if url.path.startswith("/api/jobs/") and url.path.endswith("/target.png"):
+            job = self.server.jobs.get(url.path.removeprefix("/api/jobs/").removesuffix("/target.png"))
+            return HTTPStatus.OK, "image/png", job.target_png(), {}
         if url.path.startswith("/api/jobs/"):
             return _json(HTTPStatus.OK, self.server.jobs.get(url.path.removeprefix("/api/jobs/")).status())
         raise HttpError(HTTPStatus.NOT_FOUND, f"no such page: {url.path}")
@@ -138,8 +145,16 @@ class EditorHandler(BaseHTTPRequestHandler):
         data = self.rfile.read(length)
         if len(data) != length:
             raise HttpError(HTTPStatus.BAD_REQUEST, f"the upload ended after {len(data)} of {length} bytes")
-        target = load_image(data, self.server.editor.generator.img_resolution, max_bytes=self.server.max_upload_bytes)
-        return _json(HTTPStatus.ACCEPTED, self.server.jobs.submit(target).status())
+        resolution, limit = self.server.editor.generator.img_resolution, self.server.max_upload_bytes
+        if parse_qs(url.query).get("align") != ["1"]:
+            return _json(HTTPStatus.ACCEPTED, self.server.jobs.submit(load_image(data, resolution, max_bytes=limit)).status())
+        if not self.server.info["face_alignment"]:
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"face alignment needs the face detector's weights: {mtcnn_weights_status()[1]}")
+        _, photo = read_image(data, max_bytes=limit, square_crop=False)
+        alignment = align_photo(photo, resolution, name="the uploaded image")
+        found = alignment.faces_found
+        note = "face aligned" + (f" (the largest of {found} faces found)" if found > 1 else "")
+        return _json(HTTPStatus.ACCEPTED, self.server.jobs.submit(to_tensor(alignment.image), note).status())
 
     def _check_upload_headers(self) -> int:
         """The upload's declared length, after checking its content type and size limit (no body read yet)."""
@@ -218,5 +233,6 @@ def create_server(
         "project_steps": project_steps,
         "max_upload_bytes": max_upload_bytes,
         "image_types": list(IMAGE_TYPES),
+        "face_alignment": mtcnn_weights_status()[0],
     }
     return EditorServer((host, port), editor, jobs, info, max_upload_bytes)
