@@ -212,7 +212,8 @@ def direction_purity(generator: GeneratorLike, directions: Directions) -> torch.
     0 for a direction that does not move the image there (its row is float noise)."""
     settings, predictor = EvaluationSettings(distill=None), ExactFactors(generator)
     matrix = fixed_strength_matrix(generator, directions, predictor, settings)  # [K, F]
-    alive = torch.tensor([column is not None for column in fixed_strength_scores(generator, directions, predictor, settings).row_argmax])
+    scores = fixed_strength_scores(generator, directions, predictor, settings, matrix)
+    alive = torch.tensor([column is not None for column in scores.row_argmax])
     return top_two_gap(matrix / matrix.max(dim=1, keepdim=True).values.clamp_min(1e-12)) * alive
 
 
