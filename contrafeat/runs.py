@@ -79,6 +79,8 @@ def discover(
         if run_dir is None:
             raise UserError("resume: give out, the folder of the run to continue")
         settings = resumed_config(run_dir, options)
+        if generator is None and generator_or_spec is not None and str(generator_or_spec) != settings.checkpoint:
+            raise UserError(f"resume: the run in {run_dir} trains on {settings.checkpoint}, not {generator_or_spec}")
     else:
         if generator_or_spec is not None:
             options = {**options, "checkpoint": str(generator_or_spec) if generator is None else options.get("checkpoint", IN_MEMORY)}

@@ -70,6 +70,8 @@ def test_an_existing_run_is_refused_and_an_unknown_option_named(tmp_path):
     contrafeat.discover("shapes3d", out=tmp_path / "run", progress=False, **OPTIONS)
     with pytest.raises(UserError, match="already holds a run"):
         contrafeat.discover("shapes3d", out=tmp_path / "run", progress=False, **OPTIONS)
+    with pytest.raises(UserError, match="trains on shapes3d, not shapes3d-learned"):
+        contrafeat.discover("shapes3d-learned", out=tmp_path / "run", resume=True)
     with pytest.raises(UserError, match="unknown option.*stepz"):
         contrafeat.discover("shapes3d", out=None, stepz=3)
 
