@@ -26,10 +26,12 @@ from contrafeat.evaluation.distillation import (
     VARIANTS,
     DistillSettings,
     pair_settings,
+    recipe_note,
     reference_vae,
     truth_metrics,
 )
 from contrafeat.evaluation.evaluate_run import DEFAULT_FIXED_STRENGTH, SCORING_VERSION, EvaluationSettings, calibration_of
+from contrafeat.evaluation.group_vae import RESOLUTIONS, SCHEDULES
 from contrafeat.evaluation.pairs import PairSettings, write_pairs
 from contrafeat.evaluation.tables import aggregate, to_markdown, write_tables
 from contrafeat.gan.interface import has_factors
@@ -66,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--vae-lr", type=POSITIVE, default=DistillSettings.lr, help="Adam learning rate of the group VAE and the reference VAEs")
     evaluate.add_argument("--vae-batch", type=COUNT, default=DistillSettings.batch, help="pairs (reference VAEs: images) per VAE step")
     evaluate.add_argument(
+        "--vae-resolution", type=int, default=DistillSettings.resolution, choices=RESOLUTIONS,
+        help="VAE input side: 64 is the published architecture; 32 drops one stride-2 stage and area-downsamples the images",
+    )
+    evaluate.add_argument(
+        "--vae-schedule", default=DistillSettings.schedule, choices=SCHEDULES, help="learning-rate schedule of the VAEs (published: constant)"
+    )
+    evaluate.add_argument(
         "--metric-counts", default=DistillSettings.metric_counts, choices=list(COUNTS),
         help="sample counts of FVM / MIG / DCI: full (disentanglement_lib's, as the published tables), "
         "authors (MIG and DCI on 1,000 points) or quick (a quick look only)",
@@ -84,7 +93,7 @@ def settings_from(args: argparse.Namespace) -> EvaluationSettings:
     if not args.no_distill:
         distill = DistillSettings(
             num_pairs=args.pairs, vae_steps=args.vae_steps, variant=args.vae_variant, beta=args.beta, lr=args.vae_lr, batch=args.vae_batch, seed=args.seed,
-            metric_counts=args.metric_counts, metric_fraction=args.metric_fraction,
+            metric_counts=args.metric_counts, metric_fraction=args.metric_fraction, resolution=args.vae_resolution, schedule=args.vae_schedule,
         )
     settings = EvaluationSettings(
         fixed_strength=args.fixed_strength, calibration_target=args.calibration_target, num_samples=args.samples,
@@ -235,5 +244,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if settings.distill is not None and (settings.distill.metric_counts != "full" or settings.distill.metric_fraction < 1):
         counts = f"{settings.distill.metric_counts} metric counts x {settings.distill.metric_fraction:g}"
         print(f"FVM / MIG / DCI at {counts}: a quick look, not comparable with published numbers (--metric-counts full)")
+    if settings.distill is not None and recipe_note(settings.distill) is not None:
+        print(f"{recipe_note(settings.distill)}: FVM / MIG / DCI not comparable with published numbers (--vae-resolution 64 --vae-schedule constant)")
     print(f"tables: {paths[0]}, {paths[1]}, per run {per_run[0]}", file=sys.stderr)
     return 0

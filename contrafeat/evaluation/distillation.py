@@ -16,7 +16,7 @@ from contrafeat.discovery.directions import Directions
 from contrafeat.errors import UserError
 from contrafeat.evaluation.calibration import Calibration
 from contrafeat.evaluation.disentanglement import disentanglement_metrics, metric_counts
-from contrafeat.evaluation.group_vae import VAE, encode_mean, train_vae
+from contrafeat.evaluation.group_vae import RESOLUTION, RESOLUTIONS, SCHEDULES, VAE, encode_mean, train_vae
 from contrafeat.evaluation.pairs import PairDataset, PairSettings, directions_digest, distinct_directions, write_pairs
 from contrafeat.evaluation.shapes3d_truth import Shapes3DSampler, generator_render_cache, grid_representation
 from contrafeat.gan.identity import generator_identity
@@ -54,6 +54,10 @@ class DistillSettings:
     seed: int = 0
     metric_counts: str = "full"
     metric_fraction: float = 1.0
+    resolution: int = RESOLUTION
+    """VAE input side: 64 is the published architecture; 32 drops one stride-2 stage and sees the images area-downsampled."""
+    schedule: str = "constant"
+    """Learning-rate schedule over the vae_steps: `constant` (published) or `warmup-cosine`."""
 
     def validate(self) -> None:
         for flag, value in (("--pairs", self.num_pairs), ("--shard-size", self.shard_size), ("--vae-steps", self.vae_steps), ("--vae-batch", self.batch)):
@@ -62,13 +66,34 @@ class DistillSettings:
             raise UserError(f"--vae-variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
         POSITIVE.check(self.beta, "--beta")
         POSITIVE.check(self.lr, "--vae-lr")
+        if self.resolution not in RESOLUTIONS:
+            raise UserError(f"--vae-resolution {self.resolution!r}: expected one of {', '.join(map(str, RESOLUTIONS))}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--vae-schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
         metric_counts(self.metric_counts, self.metric_fraction)
 
 
 def vae_fingerprint(settings: DistillSettings, **extra: Any) -> dict[str, Any]:
-    """What a trained VAE depends on besides its data: a training state is resumed only under the same fingerprint."""
+    """What a trained VAE depends on besides its data: a training state is resumed only under the same fingerprint.
+
+    The resolution and the schedule enter it only when they differ from the published 64 px / constant rate, so
+    the training states made before they existed keep their names."""
     fields = ("vae_steps", "batch", "beta", "lr", "variant", "seed")
-    return {**{name: getattr(settings, name) for name in fields}, **extra}
+    published = {"resolution": RESOLUTION, "schedule": "constant"}
+    departures = {name: getattr(settings, name) for name, value in published.items() if getattr(settings, name) != value}
+    return {**{name: getattr(settings, name) for name in fields}, **departures, **extra}
+
+
+def recipe_note(settings: DistillSettings) -> str | None:
+    """One line saying how the group VAE departs from the published recipe's architecture and rate, or None."""
+    departures = []
+    if settings.resolution != RESOLUTION:
+        departures.append(
+            f"{settings.resolution} px VAE (one stride-2 stage fewer than the published 64 px encoder and decoder; images area-downsampled)"
+        )
+    if settings.schedule != "constant":
+        departures.append(f"{settings.schedule} learning-rate schedule (published: constant)")
+    return "group VAE: " + "; ".join(departures) if departures else None
 
 
 def truth_metrics(generator: GeneratorLike, model: VAE, settings: DistillSettings) -> dict[str, float]:
@@ -115,7 +140,7 @@ def distil(
 
     model = train_vae(
         "ada-gvae", sample_batch, settings.vae_steps, lr=settings.lr, batch=settings.batch, beta=settings.beta,
-        latent_dim=directions.count, seed=settings.seed, progress=progress,
+        latent_dim=directions.count, seed=settings.seed, progress=progress, resolution=settings.resolution, schedule=settings.schedule,
         state_path=work / f"group_vae-{short_hash(vae_fingerprint(settings, pairs=asdict(pairs)))}.pt",
     )
     return model, pairs.kept
@@ -128,6 +153,6 @@ def reference_vae(work: Path, generator: GeneratorLike, kind: str, settings: Dis
     sampler = Shapes3DSampler(generator_render_cache(generator))
     return train_vae(
         kind, sampler.sample_batch, settings.vae_steps, lr=settings.lr, batch=settings.batch, beta=REFERENCE_BETA, gamma=REFERENCE_GAMMA,
-        latent_dim=REFERENCE_LATENTS, seed=settings.seed, progress=progress,
+        latent_dim=REFERENCE_LATENTS, seed=settings.seed, progress=progress, resolution=settings.resolution, schedule=settings.schedule,
         state_path=work / f"{kind}-{short_hash(vae_fingerprint(settings, kind=kind, beta=REFERENCE_BETA, gamma=REFERENCE_GAMMA))}.pt",
     )

@@ -1,6 +1,10 @@
-"""VAEs for the paired-data study: disentanglement_lib's 64x64 conv VAE, Ada-GVAE, beta-VAE and FactorVAE."""
+"""VAEs for the paired-data study: disentanglement_lib's 64x64 conv VAE, Ada-GVAE, beta-VAE and FactorVAE.
+
+Also a 32x32 variant of the same VAE (one stride-2 stage fewer in the encoder and the decoder) that sees the 64 px
+images area-downsampled, and an optional learning-rate schedule (linear warm-up then cosine decay)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -15,21 +19,62 @@ from contrafeat.io_utils import atomic_torch_save
 from contrafeat.resumable import run_steps
 
 RESOLUTION = 64
+"""Side of the images the VAEs are fed (the published architecture's input)."""
+RESOLUTIONS = (64, 32)
+"""Input sides of the VAE: 64 is disentanglement_lib's architecture; 32 drops one stride-2 stage of the encoder and
+of the decoder and sees the 64 px images area-downsampled (about a third of the work per step)."""
+SCHEDULES = ("constant", "warmup-cosine")
+"""Learning-rate schedules: the constant rate (the published one), or a linear warm-up over WARMUP_FRACTION of the
+steps then a cosine decay to zero at the last step."""
+WARMUP_FRACTION = 0.05
 MODEL_KINDS = ("ada-gvae", "beta-vae", "factor-vae")
 Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 BatchSampler = Callable[[int, torch.Generator], Batch]
 """Draws one training batch: (batch size, generator) -> images [B, C, 64, 64] in [0, 1] for beta-VAE and
-FactorVAE (a tuple's first entry is used), or (x1, x2) / (x1, x2, labels) pairs for Ada-GVAE."""
+FactorVAE (a tuple's first entry is used), or (x1, x2) / (x1, x2, labels) pairs for Ada-GVAE. Images larger than
+the VAE's resolution are area-downsampled to it before the step."""
+
+
+def check_resolution(resolution: int) -> int:
+    if resolution not in RESOLUTIONS:
+        raise UserError(f"resolution: expected one of {', '.join(map(str, RESOLUTIONS))}, got {resolution!r}")
+    return resolution
+
+
+def to_resolution(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Float images [B, C, R, R] -> [B, C, resolution, resolution], area-averaged when R is a larger multiple."""
+    side = images.shape[-1]
+    if side == resolution:
+        return images
+    if side < resolution or side % resolution:
+        raise UserError(f"images: {side} px cannot be area-downsampled to {resolution} px")
+    return F.avg_pool2d(images, side // resolution)
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at 0-based `step` of a run of `total_steps` steps."""
+    if schedule == "constant":
+        return 1.0
+    if schedule != "warmup-cosine":
+        raise UserError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class Encoder(nn.Module):
-    """conv 32 k4 s2 p1, 32 k4 s2 p1, 64 k2 s2, 64 k2 s2 -> 1024 -> FC 256 -> mean and log-variance heads."""
+    """conv 32 k4 s2 p1, 32 k4 s2 p1, 64 k2 s2, 64 k2 s2 -> 1024 -> FC 256 -> mean and log-variance heads.
 
-    def __init__(self, latent_dim: int, channels: int = 3) -> None:
+    At resolution 32 the second conv (32 k4 s2 p1) is left out, so the trunk still ends at 64 x 4 x 4."""
+
+    def __init__(self, latent_dim: int, channels: int = 3, resolution: int = RESOLUTION) -> None:
         super().__init__()
+        second = [nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU()] if check_resolution(resolution) == 64 else []
         self.trunk = nn.Sequential(
             nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),
+            *second,
             nn.Conv2d(32, 64, 2, 2), nn.ReLU(),
             nn.Conv2d(64, 64, 2, 2), nn.ReLU(),
             nn.Flatten(),
@@ -44,17 +89,20 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """FC 256 -> FC 1024 -> 64x4x4 -> ConvT 64, 32, 32, C (k4 s2 p1) -> pixel logits."""
+    """FC 256 -> FC 1024 -> 64x4x4 -> ConvT 64, 32, 32, C (k4 s2 p1) -> pixel logits.
 
-    def __init__(self, latent_dim: int, channels: int = 3) -> None:
+    At resolution 32 the ConvT 32 -> 32 is left out (4 -> 8 -> 16 -> 32)."""
+
+    def __init__(self, latent_dim: int, channels: int = 3, resolution: int = RESOLUTION) -> None:
         super().__init__()
+        third = [nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU()] if check_resolution(resolution) == 64 else []
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 256), nn.ReLU(),
             nn.Linear(256, 1024), nn.ReLU(),
             nn.Unflatten(1, (64, 4, 4)),
             nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+            *third,
             nn.ConvTranspose2d(32, channels, 4, 2, 1),
         )
 
@@ -63,20 +111,20 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Gaussian encoder and Bernoulli decoder for 64x64 images in [0, 1]."""
+    """Gaussian encoder and Bernoulli decoder for resolution x resolution images in [0, 1] (64: the published one)."""
 
-    def __init__(self, latent_dim: int = 10, channels: int = 3) -> None:
+    def __init__(self, latent_dim: int = 10, channels: int = 3, resolution: int = RESOLUTION) -> None:
         super().__init__()
-        self.latent_dim, self.channels = latent_dim, channels
-        self.encoder = Encoder(latent_dim, channels)
-        self.decoder = Decoder(latent_dim, channels)
+        self.latent_dim, self.channels, self.resolution = latent_dim, channels, check_resolution(resolution)
+        self.encoder = Encoder(latent_dim, channels, resolution)
+        self.decoder = Decoder(latent_dim, channels, resolution)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and log-variance [B, d]."""
+        """Posterior mean and log-variance [B, d] of images at the VAE's resolution."""
         return self.encoder(images)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Pixel logits [B, C, 64, 64]."""
+        """Pixel logits [B, C, resolution, resolution]."""
         return self.decoder(codes)
 
 
@@ -237,13 +285,19 @@ def factor_vae_step(
 class VAETraining:
     """Networks, optimisers and the random stream of one VAE run; `step` advances it by one batch."""
 
-    def __init__(self, model_kind: str, latent_dim: int, channels: int, lr: float, beta: float, gamma: float, seed: int, device: str) -> None:
+    def __init__(
+        self, model_kind: str, latent_dim: int, channels: int, lr: float, beta: float, gamma: float, seed: int, device: str,
+        resolution: int = RESOLUTION, schedule: str = "constant", total_steps: int = 0,
+    ) -> None:
         if model_kind not in MODEL_KINDS:
             raise UserError(f"model_kind: expected one of {', '.join(MODEL_KINDS)}, got {model_kind!r}")
+        if schedule not in SCHEDULES:
+            raise UserError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.model_kind, self.beta, self.gamma = model_kind, beta, gamma
+        self.lr, self.schedule, self.total_steps = lr, schedule, total_steps
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = VAE(latent_dim, channels).to(device)
+            self.model = VAE(latent_dim, channels, resolution).to(device)
             self.discriminator = Discriminator(latent_dim).to(device) if model_kind == "factor-vae" else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
         self.discriminator_optimizer = (
@@ -257,6 +311,11 @@ class VAETraining:
         device = next(self.model.parameters()).device
         tensors = [batch] if isinstance(batch, torch.Tensor) else list(batch)
         tensors = [tensor.to(device) for tensor in tensors]
+        tensors = [to_resolution(tensor, self.model.resolution) if tensor.ndim == 4 else tensor for tensor in tensors]
+        rate = self.lr * lr_factor(self.schedule, self.step_count, self.total_steps)
+        for optimizer in (self.optimizer, self.discriminator_optimizer):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = rate
         if self.model_kind == "factor-vae":
             assert self.discriminator is not None and self.discriminator_optimizer is not None  # both made for factor-vae
             terms = factor_vae_step(
@@ -278,6 +337,7 @@ class VAETraining:
     def state_dict(self) -> dict:
         return {
             "model_kind": self.model_kind,
+            "resolution": self.model.resolution,
             "step": self.step_count,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -289,6 +349,8 @@ class VAETraining:
     def load_state_dict(self, state: dict) -> None:
         if state["model_kind"] != self.model_kind:
             raise UserError(f"state_path: holds a {state['model_kind']} run, cannot resume it as {self.model_kind}")
+        if int(state.get("resolution", RESOLUTION)) != self.model.resolution:
+            raise UserError(f"state_path: holds a {state.get('resolution', RESOLUTION)} px VAE, cannot resume it at {self.model.resolution} px")
         self.step_count = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -336,12 +398,19 @@ def train_vae(
     state_path: Path | None = None,
     save_every: int = 1000,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    resolution: int = RESOLUTION,
+    schedule: str = "constant",
+    schedule_steps: int | None = None,
 ) -> VAE:
     """Train an Ada-GVAE, beta-VAE or FactorVAE for `steps` total steps; resumes from and writes state_path.
 
     Batches come from sample_batch(batch, generator) with the run's own generator, so a resumed run draws
-    exactly the batches (and noise) an uninterrupted one would. on_step(step, terms) sees every step."""
-    training = VAETraining(model_kind, latent_dim, channels, lr, beta, gamma, seed, device)
+    exactly the batches (and noise) an uninterrupted one would. on_step(step, terms) sees every step.
+    `resolution` 32 trains the 32 px VAE on the batches area-downsampled; `schedule` sets the learning rate per
+    step over a run of `schedule_steps` steps (default `steps`; a longer one stops part-way along its schedule)."""
+    training = VAETraining(
+        model_kind, latent_dim, channels, lr, beta, gamma, seed, device, resolution, schedule, steps if schedule_steps is None else schedule_steps
+    )
     state_path = Path(state_path) if state_path is not None else None
     if state_path is not None and state_path.is_file():
         training.load_state_dict(load_training_state(state_path))
@@ -364,10 +433,12 @@ def train_vae(
 
 @torch.no_grad()
 def encode_mean(model: VAE, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Encoder means [N, d] of images [N, C, 64, 64] (float in [0, 1], or uint8 0..255)."""
+    """Encoder means [N, d] of images [N, C, 64, 64] (float in [0, 1], or uint8 0..255), area-downsampled to the
+    model's resolution first (a 32 px model also takes 32 px images)."""
     images = torch.as_tensor(images)
-    check_shape(images, ["N", model.channels, RESOLUTION, RESOLUTION], "images")
+    side = model.resolution if images.ndim == 4 and images.shape[-1] == model.resolution else RESOLUTION
+    check_shape(images, ["N", model.channels, side, side], "images")
     scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
     device = next(model.parameters()).device
-    means = [model.encode(chunk.to(device).float() * scale)[0].cpu() for chunk in images.split(batch_size)]
+    means = [model.encode(to_resolution(chunk.to(device).float() * scale, model.resolution))[0].cpu() for chunk in images.split(batch_size)]
     return torch.cat(means).double().numpy()
