@@ -3,7 +3,7 @@
 # Load the built-in learned world, discover directions, look at a traversal, edit a code.
 # Each `# %%` block is a notebook cell (VS Code, Jupytext and PyCharm run them one by one);
 # `python examples/notebook.py` runs them all and writes the pictures to ./notebook_output.
-# A short run (200 steps instead of the preset's 1,500) keeps it near a minute on 2 CPU cores.
+# A short run (100 steps instead of the preset's 1,500) keeps it under a minute on 2 CPU cores.
 
 # %%
 import logging
@@ -25,7 +25,7 @@ G = contrafeat.load_generator("shapes3d-learned")
 print(f"W has {G.w_dim} dimensions over {G.num_ws} layers; images are {G.img_resolution} px")
 
 # %% Discover: any option of `contrafeat discover` by its Python name; out=None trains in memory
-directions = contrafeat.discover(G, steps=200, pca_samples=100_000, out=None, progress=False)
+directions = contrafeat.discover(G, steps=100, pca_samples=50_000, out=None, progress=False)
 assert directions is not None  # a single process holds the result
 print(f"{directions.count} directions; the layers each one mostly edits:")
 for index in range(directions.count):

@@ -61,6 +61,7 @@ def test_every_study_runs_tiny_and_writes_tables_and_a_figure(tmp_path, capsys):
     assert json.loads((out / "ablations.json").read_text())["cells"] == len(cells) + 1
 
 
+@pytest.mark.slow
 def test_rerun_with_the_same_seeds_reproduces_the_numbers_exactly(tmp_path):
     arguments = ["ablate", "attention", "--seeds", "0", "1", *TINY]
     assert main([*arguments, "--jobs", "1", "--work", str(tmp_path / "a"), "--out", str(tmp_path / "a-out")]) == 0
@@ -77,6 +78,7 @@ def test_rerun_with_the_same_seeds_reproduces_the_numbers_exactly(tmp_path):
     assert by_seed["+att Bi", "GANSpace", "0"] != by_seed["+att Bi", "GANSpace", "1"]
 
 
+@pytest.mark.slow
 def test_finished_runs_are_reused_and_changed_settings_recomputed(tmp_path, monkeypatch):
     work, arguments = tmp_path / "work", ["ablate", "focus", "--jobs", "1", "--seeds", "0", *TINY]
     assert main([*arguments, "--work", str(work), "--out", str(tmp_path / "first")]) == 0

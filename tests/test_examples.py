@@ -18,4 +18,4 @@ def test_the_notebook_example_runs(tmp_path):
         assert traversal.size == (7 * 64, 3 * 64) and edit.size == (2 * 64, 64)
     assert (out / "directions" / "directions.safetensors").is_file()
     assert "saved and loaded 10 directions found by contra-bi" in done.stdout
-    assert "budget: 200 steps" in done.stderr  # logging configured in the example shows what discover() logs
+    assert "budget: 100 steps" in done.stderr  # logging configured in the example shows what discover() logs
